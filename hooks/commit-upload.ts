@@ -1,0 +1,44 @@
+// The one commit path of both front doors (legacy PUT and tus): every finished upload passes these stages in
+// order, and the staging file is gone afterwards whatever happened. Later stages (scan, dedup, version) slot in
+// between the checks and placement.
+import { rm } from 'node:fs/promises';
+import type { Logger } from '../server/logger.js';
+import type { FileLayout } from '../stores/file-layout.js';
+import type { FileMetadata } from '../stores/file-metadata.js';
+import { checkExtension } from './extension-check.js';
+import { placeFile } from './place.js';
+
+export interface StagedUpload {
+  /** Validated slot path relative to the upload tree. */
+  path: string;
+  stagingPath: string;
+  size: number;
+  contentType: string;
+  /** Which door it came through, for the log: "legacy" or "tus". */
+  via: string;
+  client: string;
+}
+
+export interface CommitDeps {
+  layout: FileLayout;
+  logger: Logger;
+  allowedExtensions: readonly string[];
+  now?: () => Date;
+}
+
+export type CommitUpload = (upload: StagedUpload) => Promise<FileMetadata>;
+
+export function createCommitUpload(deps: CommitDeps): CommitUpload {
+  const now = deps.now ?? (() => new Date());
+  return async function commitUpload(upload) {
+    try {
+      checkExtension(deps.allowedExtensions, upload.path);
+      const meta: FileMetadata = { path: upload.path, size: upload.size, contentType: upload.contentType, createdAt: now().toISOString() };
+      await placeFile(deps.layout, upload.stagingPath, meta);
+      deps.logger.info('upload.committed', { path: upload.path, size: upload.size, via: upload.via, client: upload.client });
+      return meta;
+    } finally {
+      await rm(upload.stagingPath, { force: true });
+    }
+  };
+}

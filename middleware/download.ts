@@ -1,0 +1,78 @@
+// Serving a committed file: stored Content-Type, the inline/attachment rule, validators (ETag,
+// Last-Modified), conditional requests (RFC 9110 §13) and one byte range (RFC 9110 §14).
+import type { Request, Response } from 'express';
+import { create as contentDisposition } from 'content-disposition';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { httpError } from '../server/errors.js';
+import type { OpenFile } from '../stores/committed-files.js';
+
+// Media a browser may render in place. SVG is an image that can carry script, so it is downloaded instead.
+const INLINE = /^(image\/(?!svg)[^;]+|video\/[^;]+|audio\/[^;]+|text\/plain)\s*(;|$)/i;
+
+export function isInlineType(contentType: string): boolean {
+  return INLINE.test(contentType.trim());
+}
+
+export function etagOf(file: OpenFile): string {
+  return `"${file.meta.size.toString(16)}-${Date.parse(file.meta.createdAt).toString(16)}"`;
+}
+
+/** RFC 9110 §13.1.5: a Range is honoured only when If-Range still names this representation. */
+function ifRangeMatches(req: Request, etag: string, lastModified: string): boolean {
+  const ifRange = req.get('If-Range');
+  if (ifRange === undefined) return true;
+  if (ifRange.startsWith('"') || ifRange.startsWith('W/')) return ifRange === etag;
+  return ifRange === lastModified;
+}
+
+export interface DownloadOptions {
+  allowRanges: boolean;
+}
+
+export async function sendDownload(req: Request, res: Response, file: OpenFile, options: DownloadOptions): Promise<void> {
+  try {
+    const { size, contentType, createdAt } = file.meta;
+    const etag = etagOf(file);
+    const lastModified = new Date(createdAt).toUTCString();
+    const name = path.posix.basename(file.meta.path);
+    // setHeader, not res.set: Express would rewrite the stored type (adding a charset), and it is served verbatim.
+    res.setHeader('Content-Type', contentType);
+    res.setHeader('Content-Disposition', contentDisposition(name, { type: isInlineType(contentType) ? 'inline' : 'attachment' }));
+    res.setHeader('ETag', etag);
+    res.setHeader('Last-Modified', lastModified);
+    res.setHeader('Accept-Ranges', options.allowRanges ? 'bytes' : 'none');
+    res.setHeader('Cache-Control', 'private, max-age=0, must-revalidate');
+    if (req.fresh) {
+      res.status(304).end();
+      return;
+    }
+    let start = 0;
+    let end = size - 1;
+    let status = 200;
+    if (options.allowRanges && req.get('Range') !== undefined && ifRangeMatches(req, etag, lastModified)) {
+      const ranges = req.range(size, { combine: true });
+      if (ranges === -1) {
+        throw httpError('E_RANGE', { headers: { 'Content-Range': `bytes */${size}` } });
+      }
+      // A malformed header (-2) or several ranges: answer with the whole file, which RFC 9110 allows.
+      if (ranges !== undefined && ranges !== -2 && ranges.length === 1 && ranges.type === 'bytes') {
+        start = ranges[0]!.start;
+        end = ranges[0]!.end;
+        status = 206;
+        res.setHeader('Content-Range', `bytes ${start}-${end}/${size}`);
+      }
+    }
+    res.status(status).setHeader('Content-Length', end - start + 1);
+    if (req.method === 'HEAD' || end < start) {
+      res.end();
+      return;
+    }
+    await pipeline(file.stream(start, end), res).catch((err: unknown) => {
+      // A client that hangs up mid-download is normal; anything else is logged by the caller.
+      if ((err as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw err;
+    });
+  } finally {
+    await file.close();
+  }
+}

@@ -1,0 +1,34 @@
+// The Express error middleware: every failure becomes its HttpError's status, headers and public message.
+// 5xx are logged with their cause; 4xx at info. A request whose body was not read is answered with
+// Connection: close, so the unread bytes are not parsed as a next request.
+import type { ErrorRequestHandler, RequestHandler } from 'express';
+import { httpError, toHttp } from '../server/errors.js';
+import type { Logger } from '../server/logger.js';
+
+export function notFound(): RequestHandler {
+  return () => {
+    throw httpError('E_NOT_FOUND');
+  };
+}
+
+export function errorHandler(logger: Logger): ErrorRequestHandler {
+  return (err: unknown, req, res, _next) => {
+    const error = toHttp(err);
+    const fields = { code: error.code, status: error.status, method: req.method, path: req.originalUrl.split('?')[0] };
+    if (error.status >= 500) {
+      const cause = error.cause ?? err;
+      logger.error('request.failed', { ...fields, cause: cause instanceof Error ? cause.stack ?? cause.message : String(cause) });
+    } else {
+      logger.debug('request.rejected', fields);
+    }
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    if (!req.complete) res.setHeader('Connection', 'close');
+    for (const [name, value] of Object.entries(error.headers)) res.setHeader(name, value);
+    res.removeHeader('Content-Disposition');
+    res.removeHeader('Content-Range');
+    res.status(error.status).type('text/plain').send(`${error.message}\n`);
+  };
+}

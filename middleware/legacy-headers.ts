@@ -1,0 +1,21 @@
+// Headers on every legacy response: CORS for browser XMPP clients (Converse.js and others) and the
+// download-safety pair from PROTOCOL.md ("Expected answers").
+import type { RequestHandler } from 'express';
+
+export function legacyHeaders(options: { deleteEnabled: boolean }): RequestHandler {
+  const methods = allowedMethods(options);
+  return (_req, res, next) => {
+    res.setHeader('Access-Control-Allow-Origin', '*');
+    res.setHeader('Access-Control-Allow-Methods', methods);
+    res.setHeader('Access-Control-Allow-Headers', 'Content-Type');
+    res.setHeader('Access-Control-Expose-Headers', 'Content-Length, Content-Range, Accept-Ranges, ETag, Last-Modified');
+    res.setHeader('Access-Control-Max-Age', '7200');
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    res.setHeader('Content-Security-Policy', "default-src 'none'");
+    next();
+  };
+}
+
+export function allowedMethods(options: { deleteEnabled: boolean }): string {
+  return ['GET', 'HEAD', 'PUT', 'OPTIONS', ...(options.deleteEnabled ? ['DELETE'] : [])].join(', ');
+}

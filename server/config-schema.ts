@@ -1,0 +1,227 @@
+// The configuration schema: every key of config.toml with its type, default and expected form.
+// Key names are the seed's (PascalCase, flat); DEFAULTS is written in the same form a user writes.
+import net from 'node:net';
+import { z } from 'zod';
+import { parseDuration, parseSize } from './units.js';
+
+const DURATION_FORM = 'a duration such as 30s, 1m, 24h, 30d or 168h0m0s (a bare number is seconds)';
+const SIZE_FORM = 'a size in bytes such as 104857600, 100MB or 1GiB';
+
+const bool = () => z.boolean({ error: 'true or false' });
+const text = () => z.string({ error: 'a string' });
+const count = (min = 0) => z.number({ error: `an integer >= ${min}` }).int({ error: `an integer >= ${min}` }).min(min, { error: `an integer >= ${min}` });
+
+const port = () =>
+  z.union([z.string(), z.number()], { error: 'a port number 0-65535' }).transform((value, ctx) => {
+    const n = typeof value === 'number' ? value : /^\d+$/.test(value.trim()) ? Number(value) : NaN;
+    if (!Number.isInteger(n) || n < 0 || n > 65535) {
+      ctx.addIssue({ code: 'custom', message: 'a port number 0-65535' });
+      return z.NEVER;
+    }
+    return n;
+  });
+
+/** Milliseconds. "0" or "" turns a duration off where that makes sense (FileTTL). */
+const duration = () =>
+  z.union([z.string(), z.number()], { error: DURATION_FORM }).transform((value, ctx) => {
+    if (typeof value === 'number' && Number.isFinite(value) && value >= 0) return Math.round(value * 1000);
+    if (typeof value === 'string' && (value.trim() === '' || value.trim() === '0')) return 0;
+    const ms = typeof value === 'string' ? parseDuration(value) : undefined;
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: DURATION_FORM });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+const size = () =>
+  z.union([z.string(), z.number()], { error: SIZE_FORM }).transform((value, ctx) => {
+    const bytes = typeof value === 'number' ? value : parseSize(value);
+    if (bytes === undefined || !Number.isSafeInteger(bytes) || bytes < 0) {
+      ctx.addIssue({ code: 'custom', message: SIZE_FORM });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
+const ipLiteral = () => text().refine((v) => net.isIP(v) !== 0, { error: 'an IPv4 or IPv6 address literal' });
+
+function isCidr(value: string): boolean {
+  const [address, prefix, ...rest] = value.split('/');
+  const family = net.isIP(address ?? '');
+  if (family === 0 || rest.length > 0) return false;
+  if (prefix === undefined) return true;
+  const bits = /^\d+$/.test(prefix) ? Number(prefix) : -1;
+  return bits >= 0 && bits <= (family === 4 ? 32 : 128);
+}
+const cidrList = () =>
+  z.array(text().refine(isCidr, { error: 'a CIDR such as 10.0.0.0/8 or ::1/128' }), {
+    error: 'a list of CIDRs such as ["127.0.0.1/8", "::1/128"]',
+  });
+
+/** A file extension list, normalised to lower case with a leading dot. */
+const extensions = () =>
+  z
+    .array(text().regex(/^\.?[^./\\\0]+$/, { error: 'an extension such as ".jpg"' }), { error: 'a list of extensions such as [".jpg", ".png"]' })
+    .transform((list) => list.map((ext) => (ext.startsWith('.') ? ext : `.${ext}`).toLowerCase()));
+
+const SEGMENT = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
+
+export const configSchema = z.object({
+  // Server
+  ListenIP: ipLiteral(),
+  ListenPort: port(),
+  UnixSocket: bool(),
+  UnixSocketPath: text().min(1, { error: 'a file path' }),
+  Secret: text().min(1, { error: 'a non-empty secret shared with the XMPP server' }),
+  StoreDir: text().min(1, { error: 'a directory path' }),
+  UploadSubDir: text().regex(SEGMENT, { error: 'one path segment of letters, digits, "_", "-" or "." (not starting with ".")' }),
+  MaxUploadSize: size(),
+  TrustedProxies: cidrList(),
+  DeleteSecret: text(),
+  LoggingEnabled: bool(),
+  LogLevel: z.enum(['debug', 'info', 'warn', 'error'], { error: 'one of "debug", "info", "warn", "error"' }),
+  LogFile: text(),
+  ListenIPMetrics: ipLiteral(),
+  MetricsEnabled: bool(),
+  MetricsPort: port(),
+  FileTTL: duration(),
+  ResumableUploadsEnabled: bool(),
+  ResumableDownloadsEnabled: bool(),
+  EnableVersioning: bool(),
+  MaxVersions: count(1),
+  ChunkedUploadsEnabled: bool(),
+  ChunkSize: size(),
+  AllowedExtensions: extensions(),
+  NumWorkers: count(1),
+  UploadQueueSize: count(0),
+  ReadTimeout: duration(),
+  WriteTimeout: duration(),
+  IdleTimeout: duration(),
+  GracefulShutdownTimeout: duration(),
+  // Encryption
+  AESEnabled: bool(),
+  Method: z.enum(['aes', 'xor'], { error: 'one of "aes", "xor"' }),
+  AESKey: text(),
+  XORKey: text(),
+  XOREnabled: bool(),
+  // TLS
+  EnableTLS: bool(),
+  CertDir: text(),
+  Hostnames: z.array(text(), { error: 'a list of host names' }),
+  UseStaging: bool(),
+  // ClamAV
+  ClamAVEnabled: bool(),
+  ClamAVSocket: text(),
+  NumScanWorkers: count(1),
+  // Redis
+  RedisEnabled: bool(),
+  RedisAddr: text(),
+  RedisPassword: text(),
+  RedisDBIndex: count(0),
+  RedisHealthCheckInterval: duration(),
+  // IP management
+  EnableIPManagement: bool(),
+  AllowedIPs: cidrList(),
+  BlockedIPs: cidrList(),
+  IPCheckInterval: duration(),
+  IPSource: z.enum(['header', 'nginx-log'], { error: 'one of "header", "nginx-log"' }),
+  NginxLogFile: text(),
+  // Rate limiting
+  EnableRateLimiting: bool(),
+  RequestsPerMinute: count(1),
+  RateLimitInterval: duration(),
+  // Fail2Ban
+  Fail2BanEnabled: bool(),
+  Fail2BanCommand: text(),
+  Fail2BanJail: text(),
+  // Deduplication
+  DeduplicationEnabled: bool(),
+});
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type ConfigKey = keyof ConfigInput;
+export type Config = Readonly<z.output<typeof configSchema>>;
+
+/** Defaults, in the form a user writes them. Services that need installing are off. */
+export const DEFAULTS: { readonly [K in ConfigKey]-?: Exclude<ConfigInput[K], undefined> } = {
+  ListenIP: '127.0.0.1',
+  ListenPort: '8080',
+  UnixSocket: false,
+  UnixSocketPath: '/run/hmac-file-server/hmac-file-server.sock',
+  Secret: '',
+  StoreDir: '/var/lib/hmac-files',
+  UploadSubDir: 'upload',
+  MaxUploadSize: '100MiB',
+  TrustedProxies: ['127.0.0.0/8', '::1/128'],
+  DeleteSecret: '',
+  LoggingEnabled: true,
+  LogLevel: 'info',
+  LogFile: '',
+  ListenIPMetrics: '127.0.0.1',
+  MetricsEnabled: false,
+  MetricsPort: '9090',
+  FileTTL: '0',
+  ResumableUploadsEnabled: true,
+  ResumableDownloadsEnabled: true,
+  EnableVersioning: false,
+  MaxVersions: 5,
+  ChunkedUploadsEnabled: true,
+  ChunkSize: 1048576,
+  AllowedExtensions: [],
+  NumWorkers: 5,
+  UploadQueueSize: 50,
+  ReadTimeout: '4800s',
+  WriteTimeout: '4800s',
+  IdleTimeout: '65s',
+  GracefulShutdownTimeout: '10s',
+  AESEnabled: false,
+  Method: 'aes',
+  AESKey: '',
+  XORKey: '',
+  XOREnabled: false,
+  EnableTLS: false,
+  CertDir: '/etc/ssl/certs',
+  Hostnames: [],
+  UseStaging: false,
+  ClamAVEnabled: false,
+  ClamAVSocket: '/var/run/clamav/clamd.ctl',
+  NumScanWorkers: 5,
+  RedisEnabled: false,
+  RedisAddr: 'localhost:6379',
+  RedisPassword: '',
+  RedisDBIndex: 0,
+  RedisHealthCheckInterval: '30s',
+  EnableIPManagement: false,
+  AllowedIPs: ['0.0.0.0/0', '::/0'],
+  BlockedIPs: [],
+  IPCheckInterval: '60s',
+  IPSource: 'header',
+  NginxLogFile: '/var/log/nginx/access.log',
+  EnableRateLimiting: false,
+  RequestsPerMinute: 60,
+  RateLimitInterval: '1m',
+  Fail2BanEnabled: false,
+  Fail2BanCommand: '/usr/bin/fail2ban-client',
+  Fail2BanJail: 'hmac-auth',
+  DeduplicationEnabled: false,
+};
+
+/**
+ * Keys of features that later releases activate. Setting one to a value that turns its feature on is
+ * accepted but reported, so nobody believes a file is encrypted or scanned when it is not.
+ */
+export const NOT_YET_ACTIVE: ReadonlyArray<readonly [ConfigKey, (c: Config) => boolean]> = [
+  ['AESEnabled', (c) => c.AESEnabled],
+  ['XOREnabled', (c) => c.XOREnabled],
+  ['EnableTLS', (c) => c.EnableTLS],
+  ['ClamAVEnabled', (c) => c.ClamAVEnabled],
+  ['RedisEnabled', (c) => c.RedisEnabled],
+  ['DeduplicationEnabled', (c) => c.DeduplicationEnabled],
+  ['EnableVersioning', (c) => c.EnableVersioning],
+  ['FileTTL', (c) => c.FileTTL > 0],
+  ['MetricsEnabled', (c) => c.MetricsEnabled],
+  ['EnableIPManagement', (c) => c.EnableIPManagement],
+  ['EnableRateLimiting', (c) => c.EnableRateLimiting],
+  ['Fail2BanEnabled', (c) => c.Fail2BanEnabled],
+];

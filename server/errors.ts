@@ -1,0 +1,62 @@
+// The one error type of the server and the one place that turns any thrown value into an HTTP answer.
+// Public messages are fixed per code; causes (paths, errno, stacks) go to the log only.
+
+export interface HttpErrorOptions {
+  headers?: Record<string, string>;
+  cause?: unknown;
+  /** Overrides the catalogue message when a more specific public text helps the client. */
+  message?: string;
+}
+
+export class HttpError extends Error {
+  readonly status: number;
+  readonly code: string;
+  readonly headers: Readonly<Record<string, string>>;
+
+  constructor(status: number, code: string, message: string, options: HttpErrorOptions = {}) {
+    super(options.message ?? message, { cause: options.cause });
+    this.name = 'HttpError';
+    this.status = status;
+    this.code = code;
+    this.headers = options.headers ?? {};
+  }
+}
+
+/** Every code the server answers with; the README lists each one (a test checks it). */
+export const CATALOGUE = {
+  E_BAD_REQUEST: [400, 'Bad request'],
+  E_BAD_PATH: [400, 'Invalid upload path'],
+  E_INCOMPLETE: [400, 'Fewer bytes arrived than Content-Length announced'],
+  E_MAC_MISSING: [403, 'Missing signature'],
+  E_MAC_INVALID: [403, 'Invalid signature'],
+  E_EXTENSION: [403, 'File extension not allowed'],
+  E_NOT_FOUND: [404, 'Not found'],
+  E_METHOD: [405, 'Method not allowed'],
+  E_EXISTS: [409, 'File already exists'],
+  E_LENGTH_REQUIRED: [411, 'Content-Length required'],
+  E_PRECONDITION: [412, 'Precondition failed'],
+  E_TOO_LARGE: [413, 'File too large'],
+  E_RANGE: [416, 'Range not satisfiable'],
+  E_INTERNAL: [500, 'Internal server error'],
+  E_UNAVAILABLE: [503, 'Service unavailable'],
+  E_DISK_FULL: [507, 'Insufficient storage'],
+} as const satisfies Record<string, readonly [number, string]>;
+
+export type ErrorCode = keyof typeof CATALOGUE;
+
+export function httpError(code: ErrorCode, options: HttpErrorOptions = {}): HttpError {
+  const [status, message] = CATALOGUE[code];
+  return new HttpError(status, code, message, options);
+}
+
+function errnoOf(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
+}
+
+/** Maps anything thrown to an HttpError: ours pass through, a full disk is 507, the rest is a plain 500. */
+export function toHttp(err: unknown): HttpError {
+  if (err instanceof HttpError) return err;
+  const errno = errnoOf(err);
+  if (errno === 'ENOSPC' || errno === 'EDQUOT') return httpError('E_DISK_FULL', { cause: err });
+  return httpError('E_INTERNAL', { cause: err });
+}

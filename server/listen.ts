@@ -1,0 +1,75 @@
+// The public listener: TCP on ListenIP:ListenPort or a unix socket, with config timeouts mapped onto Node's
+// http.Server (see README, "Timeouts"), and a graceful close that waits for running transfers.
+import { mkdir, rm } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import type { RequestListener } from 'node:http';
+import type { Config } from './config.js';
+
+export interface Listener {
+  server: http.Server;
+  /** http://host:port for TCP, the socket path for a unix socket. */
+  address: string;
+  /** Stops accepting, lets running requests finish for up to graceMs, then cuts the rest. */
+  close(graceMs: number): Promise<void>;
+}
+
+type ListenConfig = Pick<Config, 'ListenIP' | 'ListenPort' | 'UnixSocket' | 'UnixSocketPath' | 'ReadTimeout' | 'WriteTimeout' | 'IdleTimeout'>;
+
+const DEFAULT_HEADERS_TIMEOUT = 60_000;
+
+export function createHttpServer(handler: RequestListener, config: ListenConfig): http.Server {
+  const server = http.createServer(handler);
+  // Expect: 100-continue goes to the app, which sends the 100 only once the MAC, size and path are accepted,
+  // so a refused client never sends its body.
+  server.on('checkContinue', handler);
+  // ReadTimeout: the whole request, body included, must arrive within it (0 = no limit).
+  server.requestTimeout = config.ReadTimeout;
+  server.headersTimeout = config.ReadTimeout > 0 ? Math.min(DEFAULT_HEADERS_TIMEOUT, config.ReadTimeout) : DEFAULT_HEADERS_TIMEOUT;
+  // WriteTimeout: a socket on which nothing moves for this long is closed (Node has no total write deadline).
+  server.timeout = config.WriteTimeout;
+  // IdleTimeout: how long a keep-alive connection may wait for its next request.
+  server.keepAliveTimeout = config.IdleTimeout;
+  return server;
+}
+
+export async function listen(server: http.Server, config: ListenConfig): Promise<Listener> {
+  let address: string;
+  if (config.UnixSocket) {
+    await mkdir(path.dirname(config.UnixSocketPath), { recursive: true });
+    // A socket file left by an earlier run would make listen() fail with EADDRINUSE.
+    await rm(config.UnixSocketPath, { force: true });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.UnixSocketPath, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    address = config.UnixSocketPath;
+  } else {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: config.ListenIP, port: config.ListenPort }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const info = server.address() as AddressInfo;
+    const host = info.family === 'IPv6' ? `[${info.address}]` : info.address;
+    address = `http://${host}:${info.port}`;
+  }
+  return {
+    server,
+    address,
+    close: async (graceMs) => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+      await closed;
+      clearTimeout(timer);
+      if (config.UnixSocket) await rm(config.UnixSocketPath, { force: true });
+    },
+  };
+}

@@ -1,0 +1,114 @@
+#!/usr/bin/env node
+// The command line and composition root: parses arguments, loads config.toml, builds the logger and
+// starts the server; also the `sign` helper. Exit codes: 0 ok, 1 runtime failure, 2 configuration or usage.
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { defaultBaseUrl, signedUrls } from './cli-sign.js';
+import { ConfigError, defaultConfigToml, loadConfig, type LoadedConfig } from './config.js';
+import { HttpError } from './errors.js';
+import { createLogger } from './logger.js';
+import { startServer } from './run.js';
+import { parseSize } from './units.js';
+
+const USAGE = `Usage:
+  hmac-file-server [--config PATH]              start the server (default ./config.toml)
+  hmac-file-server --validate-config [--config PATH]
+  hmac-file-server --print-default-config
+  hmac-file-server sign --path UUID/NAME --size N [--type TYPE] [--protocol v|v2|token]
+                        [--base-url URL] [--config PATH]
+`;
+
+class UsageError extends Error {}
+
+function readConfig(file: string): LoadedConfig {
+  const loaded = loadConfig(file);
+  for (const warning of loaded.warnings) process.stderr.write(`config: warning: ${warning}\n`);
+  return loaded;
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function sign(args: string[]): void {
+  const { values } = parseArgs({
+    args,
+    options: {
+      config: { type: 'string', default: 'config.toml' },
+      path: { type: 'string' },
+      size: { type: 'string' },
+      type: { type: 'string', default: 'application/octet-stream' },
+      protocol: { type: 'string', default: 'v2' },
+      'base-url': { type: 'string' },
+    },
+  });
+  const size = values.size === undefined ? undefined : parseSize(values.size);
+  if (!values.path || size === undefined) throw new UsageError('sign needs --path and --size');
+  const protocol = values.protocol;
+  if (protocol !== 'v' && protocol !== 'v2' && protocol !== 'token') throw new UsageError('--protocol is one of v, v2, token');
+  const { config } = readConfig(values.config);
+  const urls = signedUrls(config.Secret, values['base-url'] ?? defaultBaseUrl(config), {
+    path: values.path,
+    size,
+    contentType: values.type,
+    protocol,
+  });
+  process.stdout.write(`PUT ${urls.put}\nGET ${urls.get}\n`);
+  const typeHint = protocol === 'v' ? '' : ` -H 'Content-Type: ${values.type}'`;
+  process.stderr.write(`try: curl -T FILE${typeHint} '${urls.put}'   (FILE must be exactly ${size} bytes)\n`);
+}
+
+async function serve(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      config: { type: 'string', default: 'config.toml' },
+      'validate-config': { type: 'boolean', default: false },
+      'print-default-config': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+      version: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) return void process.stdout.write(USAGE);
+  if (values.version) return void process.stdout.write(`${version()}\n`);
+  if (values['print-default-config']) return void process.stdout.write(defaultConfigToml());
+  const { config } = readConfig(values.config);
+  if (values['validate-config']) return void process.stdout.write(`${values.config}: OK\n`);
+
+  const logger = createLogger(config);
+  const running = await startServer(config, logger);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info('server.stopping', { signal, graceMs: config.GracefulShutdownTimeout });
+    void running.close(config.GracefulShutdownTimeout).then(() => {
+      logger.info('server.stopped');
+      logger.on('finish', () => process.exit(0));
+      logger.end();
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function main(argv: string[]): Promise<void> {
+  try {
+    if (argv[0] === 'sign') sign(argv.slice(1));
+    else await serve(argv);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`config: error: ${err.problems.join('\nconfig: error: ')}\n`);
+      process.exit(2);
+    }
+    if (err instanceof UsageError || err instanceof HttpError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`${(err as Error).message}\n\n${USAGE}`);
+      process.exit(2);
+    }
+    process.stderr.write(`hmac-file-server: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  }
+}
+
+await main(process.argv.slice(2));

@@ -1,0 +1,87 @@
+// The on-disk layout under StoreDir. Everything lives on one filesystem so placement is a link, never a copy:
+//
+//   StoreDir/
+//     <UploadSubDir>/<slot path>               committed files, the only tree GET serves
+//     .hmac/staging/<random>.part              bytes being received; never served
+//     .hmac/meta/<h[0..2]>/<h>.json            metadata of a committed file, h = sha256(slot path)
+//
+// Metadata is keyed by a hash so no slot path can collide with it or with another path's metadata.
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, realpath } from 'node:fs/promises';
+import path from 'node:path';
+import { httpError } from '../server/errors.js';
+
+const MAX_SEGMENT_BYTES = 255;
+const MAX_PATH_BYTES = 1024;
+// C0 controls, DEL and the backslash are never part of a legitimate slot path; NUL would truncate it.
+const FORBIDDEN = /[\u0000-\u001f\u007f\\]/;
+
+/**
+ * Checks a percent-decoded slot path. Relative, '/'-separated, no empty, "." or ".." segment, no
+ * control characters or backslashes, and names a filesystem accepts: so it can never leave the upload tree.
+ */
+export function validateSlotPath(decoded: string): string {
+  const bad = (why: string) => httpError('E_BAD_PATH', { message: `Invalid upload path: ${why}` });
+  if (decoded.length === 0) throw bad('empty');
+  if (FORBIDDEN.test(decoded)) throw bad('control character or backslash');
+  if (Buffer.byteLength(decoded) > MAX_PATH_BYTES) throw bad('too long');
+  for (const segment of decoded.split('/')) {
+    if (segment === '' || segment === '.' || segment === '..') throw bad('empty, "." or ".." segment');
+    if (Buffer.byteLength(segment) > MAX_SEGMENT_BYTES) throw bad('name too long');
+  }
+  return decoded;
+}
+
+/** Decodes the URL path below the upload base once; a malformed escape is a 400. */
+export function decodeSlotPath(encoded: string): string {
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(encoded);
+  } catch {
+    throw httpError('E_BAD_PATH', { message: 'Invalid upload path: malformed percent-encoding' });
+  }
+  return validateSlotPath(decoded);
+}
+
+export class FileLayout {
+  readonly uploadRoot: string;
+  readonly stagingDir: string;
+  readonly metaDir: string;
+  private realUploadRoot = '';
+
+  constructor(storeDir: string, uploadSubDir: string) {
+    this.uploadRoot = path.join(storeDir, uploadSubDir);
+    this.stagingDir = path.join(storeDir, '.hmac', 'staging');
+    this.metaDir = path.join(storeDir, '.hmac', 'meta');
+  }
+
+  async init(): Promise<void> {
+    for (const dir of [this.uploadRoot, this.stagingDir, this.metaDir]) await mkdir(dir, { recursive: true, mode: 0o750 });
+    this.realUploadRoot = await realpath(this.uploadRoot);
+  }
+
+  /** Where a committed file lives. The slot path must have passed validateSlotPath. */
+  dataPath(slotPath: string): string {
+    return path.join(this.uploadRoot, ...slotPath.split('/'));
+  }
+
+  metaPath(slotPath: string): string {
+    const h = createHash('sha256').update(slotPath, 'utf8').digest('hex');
+    return path.join(this.metaDir, h.slice(0, 2), `${h}.json`);
+  }
+
+  newStagingPath(suffix = '.part'): string {
+    return path.join(this.stagingDir, `${randomBytes(16).toString('hex')}${suffix}`);
+  }
+
+  /**
+   * Refuses a directory that resolves outside the upload tree: an operator's (or an attacker's) symlink
+   * inside StoreDir must not turn into a way out.
+   */
+  async assertInside(dir: string): Promise<void> {
+    const real = await realpath(dir);
+    if (real !== this.realUploadRoot && !real.startsWith(this.realUploadRoot + path.sep)) {
+      throw httpError('E_BAD_PATH', { message: 'Invalid upload path: outside the store' });
+    }
+  }
+}

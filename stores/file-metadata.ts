@@ -1,0 +1,49 @@
+// Per-file metadata, one JSON document per committed file (location: FileLayout.metaPath).
+// Later stages add fields (encryption, digest, blob, versions); readers ignore what they do not know.
+import { readFile, rename, rm, writeFile, mkdir } from 'node:fs/promises';
+import path from 'node:path';
+
+export interface FileMetadata {
+  /** The slot path, so a sweep over the metadata tree knows which file each entry describes. */
+  path: string;
+  size: number;
+  /** The uploader's Content-Type, verbatim; served back on GET. */
+  contentType: string;
+  /** ISO 8601 time of the commit. */
+  createdAt: string;
+}
+
+function isMetadata(value: unknown): value is FileMetadata {
+  if (typeof value !== 'object' || value === null) return false;
+  const v = value as Record<string, unknown>;
+  return typeof v.path === 'string' && typeof v.size === 'number' && typeof v.contentType === 'string' && typeof v.createdAt === 'string';
+}
+
+/** The metadata at metaPath, or undefined when the file is not (or not yet) committed. */
+export async function readMetadata(metaPath: string): Promise<FileMetadata | undefined> {
+  let text: string;
+  try {
+    text = await readFile(metaPath, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  const parsed: unknown = JSON.parse(text);
+  if (!isMetadata(parsed)) throw new Error(`malformed metadata in ${metaPath}`);
+  return parsed;
+}
+
+/** Writes metadata to a staging name and renames it into place, so readers see all of it or nothing. */
+export async function writeMetadata(metaPath: string, meta: FileMetadata, stagingPath: string): Promise<void> {
+  await mkdir(path.dirname(metaPath), { recursive: true, mode: 0o750 });
+  try {
+    await writeFile(stagingPath, JSON.stringify(meta), { mode: 0o640, flag: 'wx', flush: true });
+    await rename(stagingPath, metaPath);
+  } finally {
+    await rm(stagingPath, { force: true });
+  }
+}
+
+export async function removeMetadata(metaPath: string): Promise<void> {
+  await rm(metaPath, { force: true });
+}

@@ -1,0 +1,49 @@
+// Receiving bytes into a staging file: exclusive create, stream through the given transforms, fsync, close.
+// On any failure the staging file is removed, so an aborted upload leaves nothing behind.
+import { createWriteStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { httpError } from '../server/errors.js';
+
+export interface StagedBytes {
+  stagingPath: string;
+  /** Bytes received from the client (before any transform). */
+  size: number;
+}
+
+export interface ReceiveOptions {
+  stagingPath: string;
+  /** The announced length; receiving fewer is an E_INCOMPLETE. */
+  expectedSize: number;
+  /** Applied in order between the source and the file (digest, encryption, …). */
+  transforms?: Transform[];
+  highWaterMark?: number;
+}
+
+export async function receiveToStaging(source: Readable, options: ReceiveOptions): Promise<StagedBytes> {
+  let size = 0;
+  const count = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      size += chunk.length;
+      callback(null, chunk);
+    },
+  });
+  // flush: the data is fsynced before the close that ends the pipeline, so a commit never links a file
+  // whose bytes are still only in the page cache.
+  const sink = createWriteStream(options.stagingPath, { flags: 'wx', mode: 0o600, flush: true, highWaterMark: options.highWaterMark });
+  try {
+    try {
+      await pipeline([source, count, ...(options.transforms ?? []), sink]);
+    } catch (err) {
+      // The client went away (or the socket timed out) before sending everything it announced.
+      if (size < options.expectedSize) throw httpError('E_INCOMPLETE', { cause: err });
+      throw err;
+    }
+    if (size !== options.expectedSize) throw httpError('E_INCOMPLETE');
+    return { stagingPath: options.stagingPath, size };
+  } catch (err) {
+    await rm(options.stagingPath, { force: true });
+    throw err;
+  }
+}
