@@ -26,9 +26,9 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       return;
     }
     if (!req.complete) res.setHeader('Connection', 'close');
+    // Headers a download handler set before failing describe a file, not this error.
+    for (const name of ['Content-Disposition', 'Content-Range', 'ETag', 'Last-Modified', 'Accept-Ranges']) res.removeHeader(name);
     for (const [name, value] of Object.entries(error.headers)) res.setHeader(name, value);
-    res.removeHeader('Content-Disposition');
-    res.removeHeader('Content-Range');
     res.status(error.status).type('text/plain').send(`${error.message}\n`);
   };
 }

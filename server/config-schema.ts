@@ -62,7 +62,7 @@ const cidrList = () =>
 /** A file extension list, normalised to lower case with a leading dot. */
 const extensions = () =>
   z
-    .array(text().regex(/^\.?[^./\\\0]+$/, { error: 'an extension such as ".jpg"' }), { error: 'a list of extensions such as [".jpg", ".png"]' })
+    .array(text().regex(/^\.?[^./\\\0][^/\\\0]*$/, { error: 'an extension such as ".jpg"' }), { error: 'a list of extensions such as [".jpg", ".png"]' })
     .transform((list) => list.map((ext) => (ext.startsWith('.') ? ext : `.${ext}`).toLowerCase()));
 
 const SEGMENT = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;

@@ -31,6 +31,7 @@ export const CATALOGUE = {
   E_MAC_INVALID: [403, 'Invalid signature'],
   E_EXTENSION: [403, 'File extension not allowed'],
   E_NOT_FOUND: [404, 'Not found'],
+  E_CLIENT: [400, 'Request refused'],
   E_METHOD: [405, 'Method not allowed'],
   E_EXISTS: [409, 'File already exists'],
   E_LENGTH_REQUIRED: [411, 'Content-Length required'],
@@ -53,9 +54,26 @@ function errnoOf(err: unknown): string | undefined {
   return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
 }
 
-/** Maps anything thrown to an HttpError: ours pass through, a full disk is 507, the rest is a plain 500. */
+/** The 4xx status a library error carries (Express, body parsers, http-errors), if any. */
+function clientStatusOf(err: unknown): number | undefined {
+  if (typeof err !== 'object' || err === null) return undefined;
+  const { status, statusCode } = err as { status?: unknown; statusCode?: unknown };
+  const value = typeof status === 'number' ? status : statusCode;
+  return typeof value === 'number' && value >= 400 && value < 500 ? value : undefined;
+}
+
+/**
+ * Maps anything thrown to an HttpError: ours pass through; a library's 4xx keeps its status, with its
+ * message only when the library marks it safe to show (expose); a full disk is 507; the rest a plain 500.
+ */
 export function toHttp(err: unknown): HttpError {
   if (err instanceof HttpError) return err;
+  const clientStatus = clientStatusOf(err);
+  if (clientStatus !== undefined) {
+    const exposed = (err as { expose?: unknown }).expose === true && err instanceof Error ? err.message : undefined;
+    const code = clientStatus === 400 ? 'E_BAD_REQUEST' : 'E_CLIENT';
+    return new HttpError(clientStatus, code, exposed ?? CATALOGUE[code][1], { cause: err });
+  }
   const errno = errnoOf(err);
   if (errno === 'ENOSPC' || errno === 'EDQUOT') return httpError('E_DISK_FULL', { cause: err });
   return httpError('E_INTERNAL', { cause: err });

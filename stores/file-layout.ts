@@ -14,6 +14,7 @@ import { httpError } from '../server/errors.js';
 const MAX_SEGMENT_BYTES = 255;
 const MAX_PATH_BYTES = 1024;
 // C0 controls, DEL and the backslash are never part of a legitimate slot path; NUL would truncate it.
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const FORBIDDEN = /[\u0000-\u001f\u007f\\]/;
 
 /**

@@ -1,0 +1,111 @@
+import assert from 'node:assert/strict';
+import { readFile, mkdtemp, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { parse as parseToml } from 'smol-toml';
+import { ConfigError, parseConfigText } from '../server/config.js';
+import { DEFAULTS } from '../server/config-schema.js';
+import { runCli } from './helpers/cli.js';
+
+const SEED_EXAMPLE = path.resolve(import.meta.dirname, 'fixtures/seed-config.toml');
+
+function problemsOf(text: string): readonly string[] {
+  try {
+    parseConfigText(text, '/srv');
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+describe('configuration', () => {
+  it('accepts the seed example config.toml with every key under its own name', async () => {
+    const toml = await readFile(SEED_EXAMPLE, 'utf8');
+    const { config, warnings } = parseConfigText(toml, '/srv');
+    assert.equal(warnings.filter((w) => w.startsWith('unknown key')).length, 0, warnings.join('\n'));
+    assert.equal(config.ListenPort, 8080);
+    assert.equal(config.FileTTL, 365 * 86_400_000);
+    assert.equal(config.ReadTimeout, 4_800_000);
+    assert.equal(config.GracefulShutdownTimeout, 10_000);
+    assert.deepEqual(config.AllowedExtensions.slice(0, 2), ['.txt', '.pdf']);
+    // Features that are not built yet say so rather than pretend.
+    assert.ok(warnings.some((w) => w.startsWith('ClamAVEnabled') && w.includes('not yet active')));
+  });
+
+  it('every key of the shipped config.toml is a key of the schema', async () => {
+    const shipped = parseToml(await readFile(path.resolve(import.meta.dirname, '../config.toml'), 'utf8'));
+    for (const key of Object.keys(shipped)) assert.ok(Object.hasOwn(DEFAULTS, key), key);
+  });
+
+  it('warns about an unknown key by name and still starts', () => {
+    const { warnings } = parseConfigText('Secret = "s"\nListenPrt = "8080"\n', '/srv');
+    assert.deepEqual(warnings, ['unknown key ListenPrt (ignored)']);
+  });
+
+  it('names key, value and expected form for every invalid value at once', () => {
+    const problems = problemsOf('Secret = "s"\nListenPort = "http"\nFileTTL = "2 weeks"\nMaxUploadSize = "big"\nTrustedProxies = ["10.0.0.0/33"]\nLogLevel = "loud"\nUnixSocket = "yes"\n');
+    assert.deepEqual(problems, [
+      'ListenPort = "http": expected a port number 0-65535',
+      'MaxUploadSize = "big": expected a size in bytes such as 104857600, 100MB or 1GiB',
+      'TrustedProxies[0] = "10.0.0.0/33": expected a CIDR such as 10.0.0.0/8 or ::1/128',
+      'LogLevel = "loud": expected one of "debug", "info", "warn", "error"',
+      'FileTTL = "2 weeks": expected a duration such as 30s, 1m, 24h, 30d or 168h0m0s (a bare number is seconds)',
+      'UnixSocket = "yes": expected true or false',
+    ].sort((a, b) => problems.indexOf(a) - problems.indexOf(b)));
+  });
+
+  it('requires a Secret and a safe UploadSubDir', () => {
+    assert.match(problemsOf('StoreDir = "/x"\n')[0]!, /^Secret = "": expected a non-empty secret/);
+    assert.match(problemsOf('Secret = "s"\nUploadSubDir = "../etc"\n')[0]!, /^UploadSubDir = "\.\.\/etc"/);
+    assert.match(problemsOf('Secret = "s"\nUploadSubDir = ".hmac"\n')[0]!, /^UploadSubDir = "\.hmac"/);
+  });
+
+  it('reports broken TOML with its line', () => {
+    assert.match(problemsOf('Secret = "s"\nListenPort = \n')[0]!, /not valid TOML \(line 2/);
+  });
+
+  it('resolves relative paths against the config file folder and freezes the result', () => {
+    const { config } = parseConfigText('Secret = "s"\nStoreDir = "data"\nAllowedExtensions = ["JPG", ".Png"]\n', '/srv/hmac');
+    assert.equal(config.StoreDir, '/srv/hmac/data');
+    assert.deepEqual(config.AllowedExtensions, ['.jpg', '.png']);
+    assert.ok(Object.isFrozen(config) && Object.isFrozen(config.AllowedExtensions));
+    assert.throws(() => ((config as { Secret: string }).Secret = 'x'), TypeError);
+  });
+});
+
+describe('command line', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'hfs-cli-'));
+  });
+
+  it('exits 2 naming key, value and form for an invalid value', async () => {
+    await writeFile(path.join(dir, 'bad.toml'), 'Secret = "s"\nIdleTimeout = "soon"\n');
+    const result = await runCli(['--config', path.join(dir, 'bad.toml')]);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /IdleTimeout = "soon": expected a duration/);
+  });
+
+  it('exits 2 when the config file is missing', async () => {
+    const result = await runCli(['--config', path.join(dir, 'nope.toml'), '--validate-config']);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /cannot read .*nope\.toml: ENOENT/);
+  });
+
+  it('--validate-config checks the shipped config.toml and prints OK', async () => {
+    const result = await runCli(['--validate-config']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /config\.toml: OK/);
+  });
+
+  it('--print-default-config prints a config that validates once a Secret is set', async () => {
+    const printed = await runCli(['--print-default-config']);
+    assert.equal(printed.code, 0);
+    const file = path.join(dir, 'default.toml');
+    await writeFile(file, printed.stdout.replace(/^Secret = ""$/m, 'Secret = "s3cret"'));
+    const result = await runCli(['--config', file, '--validate-config']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stderr, '');
+  });
+});

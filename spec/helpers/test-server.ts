@@ -1,0 +1,56 @@
+// Starts a real server (same wiring as the CLI) on a random loopback port with a private StoreDir, and
+// captures its log lines so tests can assert on what an operator would read.
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import winston from 'winston';
+import { buildConfig, type Config } from '../../server/config.js';
+import type { ConfigInput } from '../../server/config-schema.js';
+import { lineFormat } from '../../server/logger.js';
+import { startServer, type RunningServer } from '../../server/run.js';
+
+export const TEST_SECRET = 'test-secret';
+
+export interface TestServer {
+  /** http://127.0.0.1:PORT */
+  url: string;
+  /** http://127.0.0.1:PORT/<UploadSubDir> */
+  uploadUrl: string;
+  config: Config;
+  storeDir: string;
+  running: RunningServer;
+  logs: string[];
+  close(): Promise<void>;
+}
+
+export async function startTestServer(overrides: Partial<ConfigInput> = {}): Promise<TestServer> {
+  const storeDir = await mkdtemp(path.join(os.tmpdir(), 'hfs-store-'));
+  const { config } = buildConfig({ Secret: TEST_SECRET, ListenIP: '127.0.0.1', ListenPort: 0, StoreDir: storeDir, LogLevel: 'debug', ...overrides }, storeDir);
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      logs.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+      callback();
+    },
+  });
+  const logger = winston.createLogger({
+    level: config.LogLevel,
+    format: winston.format.combine(winston.format.timestamp(), lineFormat),
+    transports: [new winston.transports.Stream({ stream: sink })],
+  });
+  const running = await startServer(config, logger);
+  return {
+    url: running.address,
+    uploadUrl: `${running.address}/${config.UploadSubDir}`,
+    config,
+    storeDir,
+    running,
+    logs,
+    close: async () => {
+      await running.close(0);
+      logger.close();
+      await rm(storeDir, { recursive: true, force: true });
+    },
+  };
+}
