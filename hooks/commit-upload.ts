@@ -17,24 +17,32 @@ export interface StagedUpload {
   /** Which door it came through, for the log: "legacy" or "tus". */
   via: string;
   client: string;
+  owner?: string;
+  expiresAt?: Date;
 }
 
 export interface CommitDeps {
-  layout: FileLayout;
   logger: Logger;
   allowedExtensions: readonly string[];
   now?: () => Date;
 }
 
-export type CommitUpload = (upload: StagedUpload) => Promise<FileMetadata>;
+export type CommitUpload = (layout: FileLayout, upload: StagedUpload) => Promise<FileMetadata>;
 
 export function createCommitUpload(deps: CommitDeps): CommitUpload {
   const now = deps.now ?? (() => new Date());
-  return async function commitUpload(upload) {
+  return async function commitUpload(layout, upload) {
     try {
       checkExtension(deps.allowedExtensions, upload.path);
-      const meta: FileMetadata = { path: upload.path, size: upload.size, contentType: upload.contentType, createdAt: now().toISOString() };
-      await placeFile(deps.layout, upload.stagingPath, meta);
+      const meta: FileMetadata = {
+        path: upload.path,
+        size: upload.size,
+        contentType: upload.contentType,
+        createdAt: now().toISOString(),
+        ...(upload.owner !== undefined ? { owner: upload.owner } : {}),
+        ...(upload.expiresAt !== undefined ? { expiresAt: upload.expiresAt.toISOString() } : {}),
+      };
+      await placeFile(layout, upload.stagingPath, meta);
       deps.logger.info('upload.committed', { path: upload.path, size: upload.size, via: upload.via, client: upload.client });
       return meta;
     } finally {

@@ -7,7 +7,8 @@ export function legacyHeaders(options: { deleteEnabled: boolean }): RequestHandl
   return (_req, res, next) => {
     res.setHeader('Access-Control-Allow-Origin', '*');
     res.setHeader('Access-Control-Allow-Methods', methods);
-    res.setHeader('Access-Control-Allow-Headers', 'Content-Type');
+    // Authorization: browser clients (Converse.js) send the file-share JWT as a Bearer header.
+    res.setHeader('Access-Control-Allow-Headers', 'Content-Type, Authorization');
     res.setHeader('Access-Control-Expose-Headers', 'Content-Length, Content-Range, Accept-Ranges, ETag, Last-Modified');
     res.setHeader('Access-Control-Max-Age', '7200');
     res.setHeader('X-Content-Type-Options', 'nosniff');

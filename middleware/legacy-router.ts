@@ -1,8 +1,10 @@
-// The legacy XMPP door under /<UploadSubDir>/ (XEP-0363 with mod_http_upload_external, ejabberd, Metronome):
-// PUT with a slot MAC, unauthenticated GET/HEAD, Metronome's DELETE, OPTIONS for CORS, 405 otherwise.
+// The legacy XMPP door under each tenant prefix (default /<UploadSubDir>/): PUT with a slot signature
+// (v, v2, token query MACs or a file-share JWT), unauthenticated GET/HEAD, Metronome's DELETE, OPTIONS for
+// CORS, 405 otherwise.
 import { Router, type Request, type RequestHandler } from 'express';
-import { httpError } from '../server/errors.js';
+import { httpError, type ErrorCode } from '../server/errors.js';
 import { logAuthFailure, type Logger } from '../server/logger.js';
+import type { Tenant } from '../server/tenants.js';
 import type { CommitUpload } from '../hooks/commit-upload.js';
 import { checkExtension } from '../hooks/extension-check.js';
 import type { CommittedFiles } from '../stores/committed-files.js';
@@ -10,24 +12,34 @@ import { decodeSlotPath, type FileLayout } from '../stores/file-layout.js';
 import { receiveToStaging } from '../stores/staging.js';
 import { sendDownload } from './download.js';
 import { allowedMethods, legacyHeaders } from './legacy-headers.js';
-import { hmacHex, macMatches, verifySlot } from './slot-verifier-hmac.js';
-import type { SlotVerifier } from './slot-verifier.js';
+import { HmacQueryVerifier, macMatchesAny } from './slot-verifier-hmac.js';
+import { FileShareJwtVerifier } from './slot-verifier-jwt.js';
+import { verifySlot, type SlotVerifier } from './slot-verifier.js';
 
 export interface LegacyRouterDeps {
+  tenant: Tenant;
   layout: FileLayout;
   files: CommittedFiles;
   commitUpload: CommitUpload;
-  verifiers: readonly SlotVerifier[];
   logger: Logger;
-  secret: string;
   deleteSecret: string;
   maxUploadSize: number;
   allowedExtensions: readonly string[];
   resumableDownloads: boolean;
   chunkSize: number;
+  now?: () => Date;
 }
 
 const DEFAULT_TYPE = 'application/octet-stream';
+
+export function slotVerifiersFor(tenant: Tenant): SlotVerifier[] {
+  const verifiers: SlotVerifier[] = [];
+  for (const scheme of ['v', 'v2', 'token'] as const) {
+    if (tenant.protocols.has(scheme)) verifiers.push(new HmacQueryVerifier(scheme, tenant.secrets, tenant.userDirInPath));
+  }
+  if (tenant.protocols.has('jwt')) verifiers.push(new FileShareJwtVerifier(tenant.secrets));
+  return verifiers;
+}
 
 function slotPathOf(req: Request): string {
   // req.path is still percent-encoded: decode exactly once, then validate (PROTOCOL.md, "URLs").
@@ -39,65 +51,79 @@ function clientOf(req: Request): string {
 }
 
 export function legacyRouter(deps: LegacyRouterDeps): Router {
+  const { tenant, files, logger } = deps;
+  const now = deps.now ?? (() => new Date());
   const deleteEnabled = deps.deleteSecret !== '';
+  const allow = allowedMethods({ deleteEnabled });
+  const verifiers = slotVerifiersFor(tenant);
   const router = Router({ caseSensitive: true, strict: true });
   router.use(legacyHeaders({ deleteEnabled }));
 
-  const authFailed = (req: Request, reason: string, code: 'E_MAC_MISSING' | 'E_MAC_INVALID') => {
-    logAuthFailure(deps.logger, { client: clientOf(req), reason, method: req.method, path: req.originalUrl.split('?')[0] ?? '' });
-    return httpError(code);
+  const authFailed = (req: Request, reason: string, code: ErrorCode, message?: string) => {
+    logAuthFailure(logger, { client: clientOf(req), reason, method: req.method, path: req.originalUrl.split('?')[0] ?? '' });
+    return httpError(code, message === undefined ? {} : { message });
   };
 
   const put: RequestHandler = async (req, res) => {
     const path = slotPathOf(req);
-    // Node's parser gives chunked bodies no Content-Length; the MAC signs the length, so one is required.
+    // Node's parser gives chunked bodies no Content-Length; every scheme signs the length, so one is required.
     const lengthHeader = req.get('Content-Length');
     if (lengthHeader === undefined) throw httpError('E_LENGTH_REQUIRED');
     if (!/^\d+$/.test(lengthHeader)) throw httpError('E_BAD_REQUEST', { message: 'Invalid Content-Length' });
     const size = Number(lengthHeader);
-    const contentType = req.get('Content-Type') ?? DEFAULT_TYPE;
+    const requestType = req.get('Content-Type') ?? DEFAULT_TYPE;
 
-    const { verdict } = verifySlot(deps.verifiers, { path, size, contentType, query: req.query, headers: req.headers });
-    if (verdict === 'absent') throw authFailed(req, 'mac_missing', 'E_MAC_MISSING');
-    if (verdict === 'invalid') throw authFailed(req, 'mac_invalid', 'E_MAC_INVALID');
-    if (size > deps.maxUploadSize) throw httpError('E_TOO_LARGE');
+    const result = await verifySlot(verifiers, { path, size, contentType: requestType, query: req.query, headers: req.headers });
+    if (result.verdict === 'absent') throw authFailed(req, 'mac_missing', 'E_MAC_MISSING');
+    if (result.verdict === 'invalid') throw authFailed(req, result.code.slice(2).toLowerCase(), result.code, result.reason);
+    const { grant } = result;
+    if (size > deps.maxUploadSize) throw httpError('E_TOO_LARGE', { message: `File too large (limit ${deps.maxUploadSize} bytes)` });
     checkExtension(deps.allowedExtensions, path);
     // Cheap early answer; the link in commitUpload() is what decides a race.
-    if (await deps.files.exists(path)) throw httpError('E_EXISTS');
+    if (await files.exists(path)) throw httpError('E_EXISTS');
 
     if (req.get('Expect')?.toLowerCase() === '100-continue') res.writeContinue();
-    const staged = await receiveToStaging(req, {
-      stagingPath: deps.layout.newStagingPath(),
-      expectedSize: size,
-      highWaterMark: deps.chunkSize,
+    const staged = await receiveToStaging(req, { stagingPath: deps.layout.newStagingPath(), expectedSize: size, highWaterMark: deps.chunkSize });
+    await deps.commitUpload(deps.layout, {
+      path,
+      stagingPath: staged.stagingPath,
+      size: staged.size,
+      contentType: grant.contentType ?? requestType,
+      via: `legacy:${grant.scheme}`,
+      client: clientOf(req),
+      ...(grant.owner !== undefined ? { owner: grant.owner } : {}),
+      ...(grant.expiresAt !== undefined ? { expiresAt: grant.expiresAt } : {}),
     });
-    await deps.commitUpload({ path, stagingPath: staged.stagingPath, size: staged.size, contentType, via: 'legacy', client: clientOf(req) });
     res.status(201).setHeader('Location', req.originalUrl.split('?')[0] ?? '');
     res.end();
   };
 
   const get: RequestHandler = async (req, res) => {
-    const file = await deps.files.open(slotPathOf(req));
+    const file = await files.open(slotPathOf(req));
     if (!file) throw httpError('E_NOT_FOUND');
+    if (file.meta.expiresAt !== undefined && Date.parse(file.meta.expiresAt) <= now().getTime()) {
+      await file.close();
+      throw httpError('E_EXPIRED');
+    }
     await sendDownload(req, res, file, { allowRanges: deps.resumableDownloads });
   };
 
   // Metronome: DELETE <url>?token=HMAC(secret, "<path>\0<delete secret>") (PROTOCOL.md, "The MAC").
   const del: RequestHandler = async (req, res) => {
-    if (!deleteEnabled) throw httpError('E_METHOD', { headers: { Allow: allowedMethods({ deleteEnabled }) } });
+    if (!deleteEnabled) throw httpError('E_METHOD', { headers: { Allow: allow } });
     const path = slotPathOf(req);
     const token = req.query.token;
     if (token === undefined) throw authFailed(req, 'mac_missing', 'E_MAC_MISSING');
-    if (typeof token !== 'string' || !macMatches(token, hmacHex(deps.secret, `${path}\0${deps.deleteSecret}`))) {
+    if (typeof token !== 'string' || !macMatchesAny(token, tenant.secrets, `${path}\0${deps.deleteSecret}`)) {
       throw authFailed(req, 'mac_invalid', 'E_MAC_INVALID');
     }
-    if (!(await deps.files.remove(path))) throw httpError('E_NOT_FOUND');
-    deps.logger.info('upload.deleted', { path, client: clientOf(req) });
+    if (!(await files.remove(path))) throw httpError('E_NOT_FOUND');
+    logger.info('upload.deleted', { path, client: clientOf(req) });
     res.status(204).end();
   };
 
   router.options('/*splat', (_req, res) => {
-    res.setHeader('Allow', allowedMethods({ deleteEnabled }));
+    res.setHeader('Allow', allow);
     res.status(204).end();
   });
   router.put('/*splat', put);
@@ -105,7 +131,7 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
   router.get('/*splat', get);
   router.delete('/*splat', del);
   router.all('/*splat', () => {
-    throw httpError('E_METHOD', { headers: { Allow: allowedMethods({ deleteEnabled }) } });
+    throw httpError('E_METHOD', { headers: { Allow: allow } });
   });
   return router;
 }

@@ -1,23 +1,29 @@
 // One http.request line per request: method, path (never the query, which holds MACs), status, bytes
-// received and sent, duration and client IP.
+// received and sent (headers included), duration and client IP.
+import type { Socket } from 'node:net';
 import type { RequestHandler } from 'express';
 import type { Logger } from '../server/logger.js';
 
 export function requestLog(logger: Logger): RequestHandler {
+  // Node has read a request's headers (and often the start of its body) before any middleware runs, so
+  // bytes in are counted from where the previous request on the same connection ended.
+  const readUpTo = new WeakMap<Socket, number>();
   return (req, res, next) => {
     const started = process.hrtime.bigint();
     const socket = req.socket;
-    const readBefore = socket.bytesRead;
     const writtenBefore = socket.bytesWritten;
     let logged = false;
     const done = () => {
       if (logged) return;
       logged = true;
+      const read = socket.bytesRead;
+      const bytesIn = read - (readUpTo.get(socket) ?? 0);
+      readUpTo.set(socket, read);
       logger.info('http.request', {
         method: req.method,
         path: req.originalUrl.split('?')[0],
         status: res.writableFinished ? res.statusCode : 0,
-        bytesIn: socket.bytesRead - readBefore,
+        bytesIn,
         bytesOut: socket.bytesWritten - writtenBefore,
         ms: Number((process.hrtime.bigint() - started) / 1_000_000n),
         client: req.ip ?? 'unknown',

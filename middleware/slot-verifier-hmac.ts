@@ -1,9 +1,10 @@
-// The HMAC-SHA256 query schemes of mod_http_upload_external and Metronome (PROTOCOL.md, "The MAC"):
+// The HMAC-SHA256 query schemes of mod_http_upload_external, ejabberd and Metronome (PROTOCOL.md, "The MAC"):
 //   v     HMAC(secret, "<path> <size>")
 //   v2    HMAC(secret, "<path>\0<size>\0<content-type>")
 //   token same message as v2
+// Every secret of the tenant is tried, so slots signed before a rotation stay valid during the overlap.
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import type { SlotRequest, SlotVerdict, SlotVerifier } from './slot-verifier.js';
+import type { SlotRequest, SlotResult, SlotVerifier } from './slot-verifier.js';
 
 const HEX_MAC = /^[0-9a-fA-F]{64}$/;
 
@@ -17,6 +18,13 @@ export function macMatches(given: string, expectedHex: string): boolean {
   return timingSafeEqual(Buffer.from(given, 'hex'), Buffer.from(expectedHex, 'hex'));
 }
 
+/** True when given is a MAC of message under any of the secrets; every secret is always tried. */
+export function macMatchesAny(given: string, secrets: readonly string[], message: string): boolean {
+  let matched = false;
+  for (const secret of secrets) matched = macMatches(given, hmacHex(secret, message)) || matched;
+  return matched;
+}
+
 export type HmacScheme = 'v' | 'v2' | 'token';
 
 export function slotMessage(scheme: HmacScheme, path: string, size: number, contentType: string): string {
@@ -27,32 +35,26 @@ export function signSlot(secret: string, scheme: HmacScheme, path: string, size:
   return hmacHex(secret, slotMessage(scheme, path, size, contentType));
 }
 
-class HmacQueryVerifier implements SlotVerifier {
+export class HmacQueryVerifier implements SlotVerifier {
+  readonly priority: number;
+
   constructor(
     readonly scheme: HmacScheme,
-    readonly priority: number,
-    private readonly secret: string,
-  ) {}
+    private readonly secrets: readonly string[],
+    /** ejabberd: the first segment is the uploader's user dir. */
+    private readonly userDirInPath = false,
+  ) {
+    this.priority = scheme === 'v' ? 1 : 2;
+  }
 
-  verify(request: SlotRequest): SlotVerdict {
+  verify(request: SlotRequest): Promise<SlotResult> {
     const given = request.query[this.scheme];
-    if (given === undefined) return 'absent';
-    if (typeof given !== 'string') return 'invalid';
-    const expected = signSlot(this.secret, this.scheme, request.path, request.size, request.contentType);
-    return macMatches(given, expected) ? 'valid' : 'invalid';
+    if (given === undefined) return Promise.resolve({ verdict: 'absent' });
+    const message = slotMessage(this.scheme, request.path, request.size, request.contentType);
+    if (typeof given !== 'string' || !macMatchesAny(given, this.secrets, message)) {
+      return Promise.resolve({ verdict: 'invalid', code: 'E_MAC_INVALID', reason: 'Invalid signature', scheme: this.scheme });
+    }
+    const owner = this.userDirInPath ? request.path.split('/')[0] : undefined;
+    return Promise.resolve({ verdict: 'valid', grant: { scheme: this.scheme, ...(owner ? { owner } : {}) } });
   }
-}
-
-/** The three query schemes for one secret, highest priority first. */
-export function hmacVerifiers(secret: string): SlotVerifier[] {
-  return [new HmacQueryVerifier('v2', 2, secret), new HmacQueryVerifier('token', 2, secret), new HmacQueryVerifier('v', 1, secret)];
-}
-
-/** Runs the verifiers in priority order: the first scheme present decides. */
-export function verifySlot(verifiers: readonly SlotVerifier[], request: SlotRequest): { verdict: SlotVerdict; scheme?: string } {
-  for (const verifier of [...verifiers].sort((a, b) => b.priority - a.priority)) {
-    const verdict = verifier.verify(request);
-    if (verdict !== 'absent') return { verdict, scheme: verifier.scheme };
-  }
-  return { verdict: 'absent' };
 }

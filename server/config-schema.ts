@@ -66,6 +66,27 @@ const extensions = () =>
     .transform((list) => list.map((ext) => (ext.startsWith('.') ? ext : `.${ext}`).toLowerCase()));
 
 const SEGMENT = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
+const PREFIX = /^[A-Za-z0-9_-][A-Za-z0-9._-]*(\/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$/;
+
+export const PROTOCOLS = ['v', 'v2', 'token', 'jwt'] as const;
+export type Protocol = (typeof PROTOCOLS)[number];
+
+const secretList = () => z.array(text().min(1, { error: 'a non-empty secret' }), { error: 'a list of secrets' });
+
+/** One signing tenant: a URL prefix with its own secrets and accepted protocols (README, "Several XMPP servers"). */
+const tenant = z.object(
+  {
+    Prefix: text().regex(PREFIX, { error: 'a URL prefix such as "upload/example.org" (segments of letters, digits, "_", "-", ".")' }),
+    Secret: text().min(1, { error: 'a non-empty secret' }),
+    PreviousSecrets: secretList().prefault([]),
+    Protocols: z
+      .array(z.enum(PROTOCOLS, { error: 'one of "v", "v2", "token", "jwt"' }), { error: 'a list such as ["v", "v2"]' })
+      .min(1, { error: 'at least one protocol' })
+      .prefault([...PROTOCOLS]),
+    UserDirInPath: bool().prefault(false),
+  },
+  { error: 'a table with Prefix, Secret and optionally PreviousSecrets, Protocols, UserDirInPath' },
+).strict();
 
 export const configSchema = z.object({
   // Server
@@ -74,6 +95,8 @@ export const configSchema = z.object({
   UnixSocket: bool(),
   UnixSocketPath: text().min(1, { error: 'a file path' }),
   Secret: text().min(1, { error: 'a non-empty secret shared with the XMPP server' }),
+  PreviousSecrets: secretList(),
+  Tenants: z.array(tenant, { error: 'a list of [[Tenants]] tables' }),
   StoreDir: text().min(1, { error: 'a directory path' }),
   UploadSubDir: text().regex(SEGMENT, { error: 'one path segment of letters, digits, "_", "-" or "." (not starting with ".")' }),
   MaxUploadSize: size(),
@@ -137,8 +160,15 @@ export const configSchema = z.object({
   Fail2BanJail: text(),
   // Deduplication
   DeduplicationEnabled: bool(),
+}).superRefine((config, ctx) => {
+  const seen = new Set([config.UploadSubDir]);
+  config.Tenants.forEach((t, i) => {
+    if (seen.has(t.Prefix)) ctx.addIssue({ code: 'custom', path: ['Tenants', i, 'Prefix'], message: 'a prefix no other tenant (or UploadSubDir) uses' });
+    seen.add(t.Prefix);
+  });
 });
 
+export type TenantConfig = z.output<typeof tenant>;
 export type ConfigInput = z.input<typeof configSchema>;
 export type ConfigKey = keyof ConfigInput;
 export type Config = Readonly<z.output<typeof configSchema>>;
@@ -150,6 +180,8 @@ export const DEFAULTS: { readonly [K in ConfigKey]-?: Exclude<ConfigInput[K], un
   UnixSocket: false,
   UnixSocketPath: '/run/hmac-file-server/hmac-file-server.sock',
   Secret: '',
+  PreviousSecrets: [],
+  Tenants: [],
   StoreDir: '/var/lib/hmac-files',
   UploadSubDir: 'upload',
   MaxUploadSize: '100MiB',

@@ -54,7 +54,7 @@ export function buildConfig(raw: Record<string, unknown>, baseDir: string): Load
     const problems = result.error.issues.map((issue) => {
       const key = String(issue.path[0] ?? '(root)');
       const value = issue.path.reduce<unknown>((v, p) => (v as Record<PropertyKey, unknown> | undefined)?.[p], { ...DEFAULTS, ...known });
-      const where = issue.path.length > 1 ? `${key}[${issue.path.slice(1).join('][')}]` : key;
+      const where = key + issue.path.slice(1).map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('');
       return `${where} = ${show(value)}: expected ${issue.message}`;
     });
     throw new ConfigError(problems);

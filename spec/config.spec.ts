@@ -61,6 +61,18 @@ describe('configuration', () => {
     assert.match(problemsOf('Secret = "s"\nUploadSubDir = ".hmac"\n')[0]!, /^UploadSubDir = "\.hmac"/);
   });
 
+  it('validates [[Tenants]] tables: prefix shape, uniqueness, protocols, no unknown keys', () => {
+    assert.deepEqual(problemsOf('Secret = "s"\n[[Tenants]]\nPrefix = "upload"\nSecret = "a"\n'), ['Tenants[0].Prefix = "upload": expected a prefix no other tenant (or UploadSubDir) uses']);
+    const problems = problemsOf(
+      'Secret = "s"\n[[Tenants]]\nPrefix = "a"\nSecret = "a"\n[[Tenants]]\nPrefix = "../x"\nSecret = "b"\nProtocols = ["v3"]\n[[Tenants]]\nPrefix = "c"\nSecret = "c"\nSecrt = "typo"\n',
+    );
+    assert.ok(problems.some((p) => p.startsWith('Tenants[1].Prefix = "../x": expected a URL prefix')), problems.join('\n'));
+    assert.ok(problems.includes('Tenants[1].Protocols[0] = "v3": expected one of "v", "v2", "token", "jwt"'), problems.join('\n'));
+    assert.ok(problems.some((p) => p.startsWith('Tenants[2] = ')), problems.join('\n'));
+    const { config } = parseConfigText('Secret = "s"\n[[Tenants]]\nPrefix = "upload/a.test"\nSecret = "a"\n', '/srv');
+    assert.deepEqual(config.Tenants, [{ Prefix: 'upload/a.test', Secret: 'a', PreviousSecrets: [], Protocols: ['v', 'v2', 'token', 'jwt'], UserDirInPath: false }]);
+  });
+
   it('reports broken TOML with its line', () => {
     assert.match(problemsOf('Secret = "s"\nListenPort = \n')[0]!, /not valid TOML \(line 2/);
   });

@@ -177,7 +177,7 @@ describe('legacy PUT', () => {
     assert.equal(options.status, 204);
     assert.equal(options.headers['access-control-allow-origin'], '*');
     assert.equal(options.headers['access-control-allow-methods'], 'GET, HEAD, PUT, OPTIONS');
-    assert.equal(options.headers['access-control-allow-headers'], 'Content-Type');
+    assert.equal(options.headers['access-control-allow-headers'], 'Content-Type, Authorization');
     assert.equal(options.headers['access-control-max-age'], '7200');
   });
 
@@ -186,5 +186,23 @@ describe('legacy PUT', () => {
     assert.equal(res.status, 403);
     assert.equal(res.headers['access-control-allow-origin'], '*');
     assert.equal(res.headers['x-content-type-options'], 'nosniff');
+  });
+});
+
+describe('request log', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer();
+  });
+  after(() => server.close());
+
+  it('logs one http.request line per request with the bytes that really arrived', async () => {
+    const body = randomBytes(300_000);
+    assert.equal((await signedPut(server, `${UUID}/logged.bin`, body)).status, 201);
+    const line = server.logs.find((l) => l.includes('http.request') && l.includes('/logged.bin'));
+    const match = /method=PUT path=\/upload\/\S+\/logged\.bin status=201 bytesIn=(\d+) bytesOut=(\d+) ms=\d+ client=127\.0\.0\.1$/.exec(line ?? '');
+    assert.ok(match, line);
+    // The body plus the request line and headers.
+    assert.ok(Number(match[1]) > body.length && Number(match[1]) < body.length + 1000, match[1]);
   });
 });

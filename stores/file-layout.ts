@@ -1,9 +1,9 @@
 // The on-disk layout under StoreDir. Everything lives on one filesystem so placement is a link, never a copy:
 //
 //   StoreDir/
-//     <UploadSubDir>/<slot path>               committed files, the only tree GET serves
+//     <tenant prefix>/<slot path>              committed files (prefix: UploadSubDir or a tenant's Prefix)
 //     .hmac/staging/<random>.part              bytes being received; never served
-//     .hmac/meta/<h[0..2]>/<h>.json            metadata of a committed file, h = sha256(slot path)
+//     .hmac/meta/<h[0..2]>/<h>.json            metadata of a committed file, h = sha256(prefix/slot path)
 //
 // Metadata is keyed by a hash so no slot path can collide with it or with another path's metadata.
 import { createHash, randomBytes } from 'node:crypto';
@@ -44,14 +44,18 @@ export function decodeSlotPath(encoded: string): string {
   return validateSlotPath(decoded);
 }
 
+/** The layout of one tenant's tree; all tenants share StoreDir's staging and metadata folders. */
 export class FileLayout {
   readonly uploadRoot: string;
   readonly stagingDir: string;
   readonly metaDir: string;
   private realUploadRoot = '';
 
-  constructor(storeDir: string, uploadSubDir: string) {
-    this.uploadRoot = path.join(storeDir, uploadSubDir);
+  constructor(
+    storeDir: string,
+    private readonly prefix: string,
+  ) {
+    this.uploadRoot = path.join(storeDir, ...prefix.split('/'));
     this.stagingDir = path.join(storeDir, '.hmac', 'staging');
     this.metaDir = path.join(storeDir, '.hmac', 'meta');
   }
@@ -67,7 +71,8 @@ export class FileLayout {
   }
 
   metaPath(slotPath: string): string {
-    const h = createHash('sha256').update(slotPath, 'utf8').digest('hex');
+    // Keyed by the full path below StoreDir, so nested tenant prefixes agree on one file's metadata.
+    const h = createHash('sha256').update(`${this.prefix}/${slotPath}`, 'utf8').digest('hex');
     return path.join(this.metaDir, h.slice(0, 2), `${h}.json`);
   }
 

@@ -11,6 +11,10 @@ export interface FileMetadata {
   contentType: string;
   /** ISO 8601 time of the commit. */
   createdAt: string;
+  /** The uploader, when the signature named one (JWT sub, ejabberd user dir); never logged at info. */
+  owner?: string;
+  /** ISO 8601 time after which this file is gone (a file-share JWT's "expires"). */
+  expiresAt?: string;
 }
 
 function isMetadata(value: unknown): value is FileMetadata {
