@@ -206,3 +206,17 @@ describe('request log', () => {
     assert.ok(Number(match[1]) > body.length && Number(match[1]) < body.length + 1000, match[1]);
   });
 });
+
+describe('client IP', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({ TrustedProxies: ['10.0.0.0/8'] });
+  });
+  after(() => server.close());
+
+  it('ignores X-Forwarded-For from a peer that is not a trusted proxy', async () => {
+    await rawRequest(server.url, 'PUT', `/upload/${UUID}/spoof.txt`, { 'Content-Length': 1, 'X-Forwarded-For': '203.0.113.9' }, Buffer.from('x'));
+    const line = server.logs.find((l) => l.includes('auth.failed') && l.includes('spoof.txt'));
+    assert.match(line ?? '', / client=127\.0\.0\.1 /);
+  });
+});
