@@ -20,7 +20,9 @@ type ListenConfig = Pick<Config, 'ListenIP' | 'ListenPort' | 'UnixSocket' | 'Uni
 const DEFAULT_HEADERS_TIMEOUT = 60_000;
 
 export function createHttpServer(handler: RequestListener, config: ListenConfig): http.Server {
-  const server = http.createServer(handler);
+  // Node enforces requestTimeout only when it sweeps its connections; sweep often enough for short limits.
+  const sweep = config.ReadTimeout > 0 ? Math.min(30_000, Math.max(250, Math.floor(config.ReadTimeout / 4))) : 30_000;
+  const server = http.createServer({ connectionsCheckingInterval: sweep }, handler);
   // Expect: 100-continue goes to the app, which sends the 100 only once the MAC, size and path are accepted,
   // so a refused client never sends its body.
   server.on('checkContinue', handler);

@@ -1,6 +1,6 @@
 // DESIGN.md, security invariants: no request reads or writes outside StoreDir.
 import assert from 'node:assert/strict';
-import { readdir, symlink, mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { signSlot } from '../middleware/slot-verifier-hmac.js';
@@ -16,7 +16,10 @@ describe('path traversal and hostile names', () => {
     await mkdir(outside, { recursive: true });
     await writeFile(path.join(outside, 'secret.txt'), 'not yours');
   });
-  after(() => server.close());
+  after(async () => {
+    await server.close();
+    await rm(outside, { recursive: true, force: true });
+  });
 
   // Raw paths as they reach the server; "decoded" is what a MAC would have to be made over.
   const attempts: Array<[string, string]> = [
