@@ -12,6 +12,8 @@ export interface StagedUpload {
   /** Validated slot path relative to the upload tree. */
   path: string;
   stagingPath: string;
+  /** tus keeps its staging file (as a second link) so HEAD still reports the final offset; its sweep removes it. */
+  keepStaging?: boolean;
   size: number;
   contentType: string;
   /** Which door it came through, for the log: "legacy" or "tus". */
@@ -46,7 +48,7 @@ export function createCommitUpload(deps: CommitDeps): CommitUpload {
       deps.logger.info('upload.committed', { path: upload.path, size: upload.size, via: upload.via, client: upload.client });
       return meta;
     } finally {
-      await rm(upload.stagingPath, { force: true });
+      if (!upload.keepStaging) await rm(upload.stagingPath, { force: true });
     }
   };
 }

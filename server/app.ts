@@ -1,10 +1,11 @@
 // Assembles the Express application from explicit dependencies. Middleware order, top to bottom:
-// client IP (trusted proxies) → request log → one legacy router per tenant prefix, most specific first
-// (slot signatures) → 404 → error handler.
+// client IP (trusted proxies) → request log → tus door at TusPath (grants) → one legacy router per tenant
+// prefix, most specific first (slot signatures) → 404 → error handler.
 import express, { type Express } from 'express';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import type { Tenant } from './tenants.js';
+import { createTusDoor, type TusDoor } from './tus.js';
 import { createCommitUpload } from '../hooks/commit-upload.js';
 import { errorHandler, notFound } from '../middleware/error-handler.js';
 import { legacyRouter } from '../middleware/legacy-router.js';
@@ -24,7 +25,13 @@ export interface AppDeps {
   tenants: readonly TenantStore[];
 }
 
-export function createApp({ config, logger, tenants }: AppDeps): Express {
+export interface App {
+  app: Express;
+  /** Present when ResumableUploadsEnabled or ChunkedUploadsEnabled. */
+  tus?: TusDoor;
+}
+
+export function createApp({ config, logger, tenants }: AppDeps): App {
   const app = express();
   app.disable('x-powered-by');
   app.set('case sensitive routing', true);
@@ -36,6 +43,12 @@ export function createApp({ config, logger, tenants }: AppDeps): Express {
   const commitUpload = createCommitUpload({ logger, allowedExtensions: config.AllowedExtensions });
 
   app.use(requestLog(logger));
+  let tus: TusDoor | undefined;
+  const defaultTenant = tenants.find((t) => t.tenant.prefix === config.UploadSubDir);
+  if ((config.ResumableUploadsEnabled || config.ChunkedUploadsEnabled) && defaultTenant) {
+    tus = createTusDoor({ config, logger, layout: defaultTenant.layout, files: new CommittedFiles(defaultTenant.layout), commitUpload });
+    app.use(config.TusPath.slice(0, -1), tus.router);
+  }
   for (const { tenant, layout } of tenants) {
     app.use(
       `/${tenant.prefix}`,
@@ -55,5 +68,5 @@ export function createApp({ config, logger, tenants }: AppDeps): Express {
   }
   app.use(notFound());
   app.use(errorHandler(logger));
-  return app;
+  return tus ? { app, tus } : { app };
 }

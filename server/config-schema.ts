@@ -110,6 +110,9 @@ export const configSchema = z.object({
   MetricsPort: port(),
   FileTTL: duration(),
   ResumableUploadsEnabled: bool(),
+  TusPath: text().regex(/^\/[A-Za-z0-9_-][A-Za-z0-9._-]*\/$/, { error: 'a URL path of one segment such as "/files/"' }),
+  GrantSecret: text(),
+  TusUploadExpiry: duration(),
   ResumableDownloadsEnabled: bool(),
   EnableVersioning: bool(),
   MaxVersions: count(1),
@@ -161,8 +164,10 @@ export const configSchema = z.object({
   // Deduplication
   DeduplicationEnabled: bool(),
 }).superRefine((config, ctx) => {
+  if (config.TusPath === `/${config.UploadSubDir}/`) ctx.addIssue({ code: 'custom', path: ['TusPath'], message: 'a path other than UploadSubDir' });
   const seen = new Set([config.UploadSubDir]);
   config.Tenants.forEach((t, i) => {
+    if (`/${t.Prefix.split('/')[0]}/` === config.TusPath) ctx.addIssue({ code: 'custom', path: ['Tenants', i, 'Prefix'], message: 'a prefix outside TusPath' });
     if (seen.has(t.Prefix)) ctx.addIssue({ code: 'custom', path: ['Tenants', i, 'Prefix'], message: 'a prefix no other tenant (or UploadSubDir) uses' });
     seen.add(t.Prefix);
   });
@@ -195,6 +200,9 @@ export const DEFAULTS: { readonly [K in ConfigKey]-?: Exclude<ConfigInput[K], un
   MetricsPort: '9090',
   FileTTL: '0',
   ResumableUploadsEnabled: true,
+  TusPath: '/files/',
+  GrantSecret: '',
+  TusUploadExpiry: '24h',
   ResumableDownloadsEnabled: true,
   EnableVersioning: false,
   MaxVersions: 5,

@@ -27,6 +27,8 @@ export const CATALOGUE = {
   E_BAD_REQUEST: [400, 'Bad request'],
   E_BAD_PATH: [400, 'Invalid upload path'],
   E_INCOMPLETE: [400, 'Fewer bytes arrived than Content-Length announced'],
+  E_GRANT: [401, 'Upload grant required'],
+  E_FORBIDDEN: [403, 'Forbidden'],
   E_MAC_MISSING: [403, 'Missing signature'],
   E_MAC_INVALID: [403, 'Invalid signature'],
   E_SLOT_EXPIRED: [403, 'Upload slot expired'],

@@ -8,7 +8,8 @@ import { ConfigError, defaultConfigToml, loadConfig, type LoadedConfig } from '.
 import { HttpError } from './errors.js';
 import { createLogger } from './logger.js';
 import { startServer } from './run.js';
-import { parseSize } from './units.js';
+import { parseDuration, parseSize } from './units.js';
+import { grantKey, mintGrant } from '../middleware/upload-grant.js';
 
 const USAGE = `Usage:
   hmac-file-server [--config PATH]              start the server (default ./config.toml)
@@ -16,6 +17,8 @@ const USAGE = `Usage:
   hmac-file-server --print-default-config
   hmac-file-server sign --path UUID/NAME --size N [--type TYPE] [--protocol v|v2|token]
                         [--base-url URL] [--config PATH]
+  hmac-file-server grant --subject S --max-size SIZE --ttl DURATION [--filename NAME] [--prefix PATH]
+                         [--config PATH]
 `;
 
 class UsageError extends Error {}
@@ -59,6 +62,32 @@ function sign(args: string[]): void {
   process.stderr.write(`try: curl -T FILE${typeHint} '${urls.put}'   (FILE must be exactly ${size} bytes)\n`);
 }
 
+async function grant(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      config: { type: 'string', default: 'config.toml' },
+      subject: { type: 'string' },
+      'max-size': { type: 'string' },
+      ttl: { type: 'string', default: '1h' },
+      filename: { type: 'string' },
+      prefix: { type: 'string' },
+    },
+  });
+  const maxSize = values['max-size'] === undefined ? undefined : parseSize(values['max-size']);
+  const ttl = parseDuration(values.ttl);
+  if (!values.subject || maxSize === undefined || ttl === undefined) throw new UsageError('grant needs --subject, --max-size (e.g. 1GB) and --ttl (e.g. 1h)');
+  const { config } = readConfig(values.config);
+  const token = await mintGrant(grantKey(config.GrantSecret, config.Secret), {
+    subject: values.subject,
+    maxSize,
+    ttlSeconds: Math.max(1, Math.round(ttl / 1000)),
+    ...(values.filename !== undefined ? { filename: values.filename } : {}),
+    ...(values.prefix !== undefined ? { prefix: values.prefix } : {}),
+  });
+  process.stdout.write(`${token}\n`);
+}
+
 async function serve(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -96,6 +125,7 @@ async function serve(args: string[]): Promise<void> {
 async function main(argv: string[]): Promise<void> {
   try {
     if (argv[0] === 'sign') sign(argv.slice(1));
+    else if (argv[0] === 'grant') await grant(argv.slice(1));
     else await serve(argv);
   } catch (err) {
     if (err instanceof ConfigError) {

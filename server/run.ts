@@ -1,6 +1,7 @@
 // Builds everything a running server needs from a Config and starts listening. The CLI and the tests
 // both start servers through here, so they run the same wiring.
 import { createApp, type TenantStore } from './app.js';
+import type { TusDoor } from './tus.js';
 import type { Config } from './config.js';
 import { createHttpServer, listen, type Listener } from './listen.js';
 import type { Logger } from './logger.js';
@@ -10,6 +11,7 @@ import { FileLayout } from '../stores/file-layout.js';
 export interface RunningServer extends Listener {
   /** Per tenant, longest prefix first; the default tenant (UploadSubDir) is among them. */
   tenants: readonly TenantStore[];
+  tus?: TusDoor;
 }
 
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
@@ -20,8 +22,21 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       return { tenant, layout };
     }),
   );
-  const app = createApp({ config, logger, tenants });
+  const { app, tus } = createApp({ config, logger, tenants });
   const listener = await listen(createHttpServer(app, config), config);
-  logger.info('server.listening', { address: listener.address, store: config.StoreDir, prefixes: tenants.map((t) => `/${t.tenant.prefix}/`).join(',') });
-  return { ...listener, tenants };
+  logger.info('server.listening', {
+    address: listener.address,
+    store: config.StoreDir,
+    prefixes: tenants.map((t) => `/${t.tenant.prefix}/`).join(','),
+    ...(tus ? { tus: config.TusPath } : {}),
+  });
+  return {
+    ...listener,
+    tenants,
+    ...(tus ? { tus } : {}),
+    close: async (graceMs) => {
+      tus?.stop();
+      await listener.close(graceMs);
+    },
+  };
 }

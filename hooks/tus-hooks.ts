@@ -1,0 +1,116 @@
+// The tus lifecycle hooks: creation checks (file name, extension, grant binding) and the finish hook that
+// sends a completed upload through commitUpload() under that upload's lock (tus hooks run after the
+// library released its own lock).
+import type { IncomingMessage } from 'node:http';
+import type { Request as ExpressRequest } from 'express';
+import type { Locker, Upload } from '@tus/utils';
+import type { DataStore } from '@tus/utils';
+import { HttpError, httpError, toHttp } from '../server/errors.js';
+import type { Logger } from '../server/logger.js';
+import type { Grant } from '../middleware/upload-grant.js';
+import type { CommitUpload } from './commit-upload.js';
+import { checkExtension } from './extension-check.js';
+import { encodeSlotPath } from '../server/cli-sign.js';
+import { validateSlotPath, type FileLayout } from '../stores/file-layout.js';
+
+/** Metadata keys the server sets; a client sending them has them removed. */
+export const OWNER_KEY = 'hfs_owner';
+export const TARGET_KEY = 'hfs_target';
+export const COMMITTED_KEY = 'hfs_committed';
+
+/** The parts of a tus (srvx) request the hooks need: the Node request under it. */
+export interface TusRequest {
+  runtime?: { node?: { req: IncomingMessage } };
+}
+
+export function nodeRequestOf(req: TusRequest): IncomingMessage | undefined {
+  return req.runtime?.node?.req;
+}
+
+export interface TusHookDeps {
+  grants: WeakMap<IncomingMessage, Grant>;
+  layout: FileLayout;
+  store: DataStore;
+  locker: Locker;
+  commitUpload: CommitUpload;
+  logger: Logger;
+  allowedExtensions: readonly string[];
+  maxUploadSize: number;
+  uploadSubDir: string;
+}
+
+/** @tus/server answers a hook's error with its status_code and body; ours carry the same public text. */
+export class TusHookError extends Error {
+  readonly status_code: number;
+  readonly body: string;
+  constructor(err: unknown) {
+    const error = toHttp(err);
+    super(error.message, { cause: err });
+    this.status_code = error.status;
+    this.body = `${error.message}\n`;
+  }
+}
+
+export function createTusHooks(deps: TusHookDeps) {
+  const grantOf = (req: TusRequest): Grant | undefined => {
+    const node = nodeRequestOf(req);
+    return node ? deps.grants.get(node) : undefined;
+  };
+
+  return {
+    /** Tus-Max-Size and the 413 limit: the grant's max_size within MaxUploadSize. */
+    maxSize(req: TusRequest): number {
+      const grant = grantOf(req);
+      return grant ? Math.min(deps.maxUploadSize, grant.maxSize) : deps.maxUploadSize;
+    },
+
+    onUploadCreate(req: TusRequest, upload: Upload): Promise<{ metadata: Record<string, string | null> }> {
+      try {
+        const grant = grantOf(req);
+        if (!grant) throw httpError('E_MAC_MISSING');
+        const client = Object.fromEntries(Object.entries(upload.metadata ?? {}).filter(([key]) => !key.startsWith('hfs_')));
+        const filename = client.filename ?? client.name;
+        if (!filename) throw httpError('E_BAD_REQUEST', { message: 'Upload-Metadata needs a filename' });
+        if (filename.includes('/')) throw httpError('E_BAD_PATH');
+        if (grant.filename !== undefined && grant.filename !== filename) throw httpError('E_SLOT_MISMATCH', { message: 'File name not allowed by this grant' });
+        const target = validateSlotPath(`${grant.prefix !== undefined ? `${grant.prefix}/` : ''}${upload.id}/${filename}`);
+        checkExtension(deps.allowedExtensions, target);
+        return Promise.resolve({ metadata: { ...client, [OWNER_KEY]: grant.subject, [TARGET_KEY]: target } });
+      } catch (err) {
+        return Promise.reject(new TusHookError(err));
+      }
+    },
+
+    async onUploadFinish(req: TusRequest, upload: Upload): Promise<{ headers: Record<string, string> }> {
+      const lock = deps.locker.newLock(upload.id);
+      await lock.lock(new AbortController().signal, () => undefined);
+      try {
+        const metadata = upload.metadata ?? {};
+        const target = metadata[TARGET_KEY];
+        if (!target || upload.storage?.path === undefined || upload.size === undefined) throw new Error(`tus upload ${upload.id} lacks its target`);
+        const node = nodeRequestOf(req) as ExpressRequest | undefined;
+        await deps.commitUpload(deps.layout, {
+          path: target,
+          stagingPath: upload.storage.path,
+          keepStaging: true,
+          size: upload.size,
+          contentType: metadata.filetype || metadata.type || 'application/octet-stream',
+          via: 'tus',
+          client: node?.ip ?? 'unknown',
+          ...(metadata[OWNER_KEY] ? { owner: metadata[OWNER_KEY] } : {}),
+        });
+        upload.metadata = { ...metadata, [COMMITTED_KEY]: '1' };
+        const configstore = (deps.store as DataStore & { configstore?: { set(id: string, upload: Upload): Promise<void> } }).configstore;
+        await configstore?.set(upload.id, upload);
+        return { headers: { 'X-Download-URL': `/${deps.uploadSubDir}/${encodeSlotPath(target)}` } };
+      } catch (err) {
+        // A refused upload (extension, conflict, …) keeps nothing: its staging bytes go too.
+        await deps.store.remove(upload.id).catch(() => undefined);
+        if (!(err instanceof HttpError)) deps.logger.error('tus.commit_failed', { id: upload.id, cause: err instanceof Error ? err.stack : String(err) });
+        throw new TusHookError(err);
+      } finally {
+        await lock.unlock();
+      }
+    },
+  };
+}

@@ -1,0 +1,107 @@
+// The tus door at TusPath (default /files/): our gates in front of @tus/server, then the library.
+// Gates, in order: CORS, X-HTTP-Method-Override, Tus-Resumable (412 with Tus-Version, tus 1.0.0 §
+// "Tus-Resumable"), upload id shape, grant (401), owner of the upload (403). GET of a finished upload is
+// served by our own download handler (the library's GET can crash the process on an early hang-up).
+import type { IncomingMessage } from 'node:http';
+import { Router, type Request, type RequestHandler } from 'express';
+import type { Server as TusServer } from '@tus/server';
+import type { FileStore } from '@tus/file-store';
+import { httpError } from '../server/errors.js';
+import { logAuthFailure, type Logger } from '../server/logger.js';
+import { COMMITTED_KEY, OWNER_KEY, TARGET_KEY } from '../hooks/tus-hooks.js';
+import type { CommittedFiles } from '../stores/committed-files.js';
+import { UPLOAD_ID } from '../stores/tus-store.js';
+import { sendDownload } from './download.js';
+import { grantTokenOf, verifyGrant, type Grant } from './upload-grant.js';
+
+export const TUS_VERSION = '1.0.0';
+const OVERRIDABLE = new Set(['PATCH', 'DELETE', 'HEAD', 'GET', 'OPTIONS']);
+export const EXPOSED = ['Upload-Offset', 'Upload-Length', 'Upload-Metadata', 'Upload-Expires', 'Upload-Defer-Length', 'Tus-Version', 'Tus-Resumable', 'Tus-Max-Size', 'Tus-Extension', 'Location', 'X-Download-URL'];
+
+export interface TusRouterDeps {
+  tus: TusServer;
+  store: FileStore;
+  files: CommittedFiles;
+  grants: WeakMap<IncomingMessage, Grant>;
+  grantKey: Uint8Array;
+  logger: Logger;
+  resumableDownloads: boolean;
+}
+
+export function tusRouter(deps: TusRouterDeps): Router {
+  const router = Router({ caseSensitive: true, strict: true });
+
+  const corsAndOverride: RequestHandler = (req, res, next) => {
+    // The library sets CORS only on the answers it writes itself; refusals from our gates need them too.
+    res.setHeader('Access-Control-Allow-Origin', '*');
+    res.setHeader('Access-Control-Expose-Headers', EXPOSED.join(', '));
+    // Some proxies and clients only speak GET and POST (tus 1.0.0, "X-HTTP-Method-Override").
+    const override = req.get('X-HTTP-Method-Override')?.toUpperCase();
+    if (req.method === 'POST' && override && OVERRIDABLE.has(override)) req.method = override;
+    next();
+  };
+
+  const tusResumable: RequestHandler = (req, _res, next) => {
+    if (req.method === 'OPTIONS' || req.method === 'GET') return next();
+    // "If the Client's version is not supported by the Server, it MUST respond with 412 Precondition Failed
+    // and MUST include the Tus-Version header into the response."
+    if (req.get('Tus-Resumable') !== TUS_VERSION) {
+      throw httpError('E_PRECONDITION', { message: 'Unsupported or missing Tus-Resumable', headers: { 'Tus-Version': TUS_VERSION, 'Tus-Resumable': TUS_VERSION } });
+    }
+    next();
+  };
+
+  const idOf = (req: Request): string => req.path.slice(1);
+
+  const authenticate = async (req: Request): Promise<Grant> => {
+    const check = await verifyGrant(deps.grantKey, grantTokenOf({ authorization: req.get('Authorization') }, req.query));
+    if (!check.ok) {
+      logAuthFailure(deps.logger, { client: req.ip ?? 'unknown', reason: `grant_${check.reason}`, method: req.method, path: req.originalUrl.split('?')[0] ?? '' });
+      throw httpError('E_GRANT', {
+        message: check.message,
+        headers: { 'WWW-Authenticate': `Bearer realm="hmac-file-server", error="invalid_token", error_description="${check.message}"` },
+      });
+    }
+    deps.grants.set(req, check.grant);
+    return check.grant;
+  };
+
+  const gate: RequestHandler = async (req, res, next) => {
+    if (req.method === 'OPTIONS') return next();
+    const id = idOf(req);
+    if (id !== '' && !UPLOAD_ID.test(id)) throw httpError('E_NOT_FOUND');
+    if (id === '' && req.method !== 'POST') throw httpError('E_METHOD', { headers: { Allow: 'POST, OPTIONS' } });
+    const record = id === '' ? undefined : await deps.store.configstore.get(id);
+    if (id !== '' && !record) throw httpError('E_NOT_FOUND');
+    const metadata = record?.metadata ?? {};
+
+    if (req.method === 'GET') {
+      // A finished upload is public like a legacy GET URL; an unfinished one is nobody's business but its owner's.
+      const target = metadata[TARGET_KEY];
+      const file = metadata[COMMITTED_KEY] && target ? await deps.files.open(target) : undefined;
+      if (file) return sendDownload(req, res, file, { allowRanges: deps.resumableDownloads });
+      const grant = await authenticate(req);
+      if (metadata[OWNER_KEY] !== grant.subject) throw httpError('E_FORBIDDEN');
+      throw httpError('E_NOT_FOUND', { message: 'Upload not finished' });
+    }
+
+    const grant = await authenticate(req);
+    if (record && metadata[OWNER_KEY] !== grant.subject) {
+      logAuthFailure(deps.logger, { client: req.ip ?? 'unknown', reason: 'grant_other_subject', method: req.method, path: req.originalUrl.split('?')[0] ?? '' });
+      throw httpError('E_FORBIDDEN');
+    }
+    // The staging file of a committed upload is a link to the served file: it must never be written again.
+    if (req.method === 'PATCH' && metadata[COMMITTED_KEY]) throw httpError('E_EXISTS', { message: 'Upload already finished' });
+    next();
+  };
+
+  const handOver: RequestHandler = async (req, res) => {
+    // The library routes on the full path; Express stripped the mount point.
+    req.url = req.originalUrl;
+    await deps.tus.handle(req, res);
+  };
+
+  router.use(corsAndOverride, tusResumable);
+  router.all('/{*id}', gate, handOver);
+  return router;
+}
