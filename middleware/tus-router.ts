@@ -96,8 +96,9 @@ export function tusRouter(deps: TusRouterDeps): Router {
   };
 
   const handOver: RequestHandler = async (req, res) => {
-    // The library routes on the full path; Express stripped the mount point.
-    req.url = req.originalUrl;
+    // The library routes on the full path (Express stripped the mount point) and would take a ?grant= query
+    // for part of the upload id.
+    req.url = req.originalUrl.split('?')[0] ?? req.originalUrl;
     await deps.tus.handle(req, res);
   };
 

@@ -31,7 +31,7 @@ export interface TusDoorDeps {
 
 export function createTusDoor({ config, logger, layout, files, commitUpload }: TusDoorDeps): TusDoor {
   const counters = newTusCounters();
-  const store = new CountingFileStore(config.StoreDir, counters);
+  const store = new CountingFileStore(config.StoreDir, config.TusUploadExpiry, counters);
   const locker = new MemoryLocker();
   const grants = new WeakMap<IncomingMessage, Grant>();
   const hooks = createTusHooks({

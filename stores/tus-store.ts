@@ -31,9 +31,11 @@ export function newTusCounters(): TusCounters {
 export class CountingFileStore extends FileStore {
   constructor(
     storeDir: string,
+    /** Upload-Expires and the 410 for PATCHes after it; deleting is sweepTusUploads' job. */
+    expirationMs: number,
     private readonly counters: TusCounters,
   ) {
-    super({ directory: path.join(storeDir, '.hmac', 'tus') });
+    super({ directory: path.join(storeDir, '.hmac', 'tus'), expirationPeriodInMilliseconds: expirationMs });
   }
 
   override async write(...args: Parameters<FileStore['write']>): Promise<number> {

@@ -1,0 +1,196 @@
+// The tus door over raw HTTP: protocol rules the stock library gets wrong, grants, owners, expiry.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { SignJWT } from 'jose';
+import { grantFor } from './helpers/tus-client.js';
+import { rawRequest, signedPut, type RawResponse } from './helpers/http.js';
+import { startTestServer, type TestServer } from './helpers/test-server.js';
+
+const TUS = { 'Tus-Resumable': '1.0.0' };
+const downloadUrlOf = (res: RawResponse) => String(res.headers['x-download-url']);
+const meta = (fields: Record<string, string>) =>
+  Object.entries(fields)
+    .map(([k, v]) => `${k} ${Buffer.from(v).toString('base64')}`)
+    .join(',');
+
+describe('tus protocol over raw HTTP', () => {
+  let server: TestServer;
+  let alice: string;
+  let bob: string;
+  const auth = (grant: string) => ({ Authorization: `Bearer ${grant}` });
+
+  async function create(grant: string, length: number, filename = 'a.jpg', extra: Record<string, string | number> = {}): Promise<string> {
+    const res = await rawRequest(server.url, 'POST', '/files/', { ...TUS, ...auth(grant), 'Upload-Length': length, 'Upload-Metadata': meta({ filename }), ...extra });
+    assert.equal(res.status, 201, res.body.toString());
+    return res.headers.location!;
+  }
+
+  function patch(grant: string, location: string, offset: number, body: Buffer, extra: Record<string, string | number> = {}) {
+    return rawRequest(server.url, 'PATCH', location, { ...TUS, ...auth(grant), 'Upload-Offset': offset, 'Content-Type': 'application/offset+octet-stream', 'Content-Length': body.length, ...extra }, body);
+  }
+
+  before(async () => {
+    server = await startTestServer({ AllowedExtensions: ['.jpg', '.txt'], MaxUploadSize: '10MiB' });
+    alice = await grantFor(server, { subject: 'alice', maxSize: 1024 * 1024 });
+    bob = await grantFor(server, { subject: 'bob' });
+  });
+  after(() => server.close());
+
+  it('answers 412 with Tus-Version to an unsupported or missing Tus-Resumable', async () => {
+    for (const headers of [{ 'Tus-Resumable': '0.2.2' }, {}] as Array<Record<string, string>>) {
+      const res = await rawRequest(server.url, 'POST', '/files/', { ...headers, ...auth(alice), 'Upload-Length': 1 });
+      assert.equal(res.status, 412);
+      assert.equal(res.headers['tus-version'], '1.0.0');
+      assert.equal(res.headers['access-control-allow-origin'], '*');
+    }
+  });
+
+  it('answers 409 to a PATCH at the wrong offset and keeps the offset', async () => {
+    const location = await create(alice, 10);
+    assert.equal((await patch(alice, location, 0, Buffer.from('01234'))).status, 204);
+    assert.equal((await patch(alice, location, 3, Buffer.from('34567'))).status, 409);
+    const head = await rawRequest(server.url, 'HEAD', location, { ...TUS, ...auth(alice) });
+    assert.equal(head.headers['upload-offset'], '5');
+  });
+
+  const grantFailures: Array<[string, () => Promise<Record<string, string>>]> = [
+    ['a missing grant', () => Promise.resolve({})],
+    ['a malformed grant', () => Promise.resolve({ Authorization: 'Bearer not-a-jwt' })],
+    ['an expired grant', async () => auth(await grantFor(server, { ttlSeconds: -5 }))],
+    ['a forged grant', async () => auth(await new SignJWT({ max_size: 10 }).setProtectedHeader({ alg: 'HS256' }).setAudience('hmac-file-server:tus').setSubject('alice').setExpirationTime('1h').sign(new TextEncoder().encode('guess')))],
+    ['a token for another audience', async () => auth(await new SignJWT({ max_size: 10 }).setProtectedHeader({ alg: 'HS256' }).setSubject('alice').setExpirationTime('1h').sign(new TextEncoder().encode(server.config.Secret)))],
+    ['a grant without max_size', async () => auth(await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setAudience('hmac-file-server:tus').setSubject('alice').setExpirationTime('1h').sign(new TextEncoder().encode('x')))],
+  ];
+  for (const [what, headers] of grantFailures) {
+    it(`answers 401 with WWW-Authenticate to ${what}, and logs it for fail2ban`, async () => {
+      const before = server.logs.filter((l) => l.includes('auth.failed')).length;
+      const res = await rawRequest(server.url, 'POST', '/files/', { ...TUS, ...(await headers()), 'Upload-Length': 1, 'Upload-Metadata': meta({ filename: 'x.txt' }) });
+      assert.equal(res.status, 401);
+      assert.match(res.headers['www-authenticate'] ?? '', /^Bearer realm="hmac-file-server", error="invalid_token"/);
+      assert.equal(server.logs.filter((l) => /warn auth\.failed client=127\.0\.0\.1 reason=grant_/.test(l)).length, before + 1);
+    });
+  }
+
+  it('needs a grant on HEAD, PATCH and DELETE too, and accepts it as ?grant=', async () => {
+    const location = await create(alice, 4);
+    for (const method of ['HEAD', 'PATCH', 'DELETE']) assert.equal((await rawRequest(server.url, method, location, TUS)).status, 401, method);
+    assert.equal((await rawRequest(server.url, 'HEAD', `${location}?grant=${alice}`, TUS)).status, 200);
+  });
+
+  it("refuses another subject's grant with 403", async () => {
+    const location = await create(alice, 4);
+    assert.equal((await rawRequest(server.url, 'HEAD', location, { ...TUS, ...auth(bob) })).status, 403);
+    assert.equal((await patch(bob, location, 0, Buffer.from('abcd'))).status, 403);
+    assert.equal((await rawRequest(server.url, 'DELETE', location, { ...TUS, ...auth(bob) })).status, 403);
+    assert.equal((await patch(alice, location, 0, Buffer.from('abcd'))).status, 204);
+  });
+
+  it("enforces the grant's max_size, also for a length declared later", async () => {
+    const res = await rawRequest(server.url, 'POST', '/files/', { ...TUS, ...auth(alice), 'Upload-Length': 1024 * 1024 + 1, 'Upload-Metadata': meta({ filename: 'big.jpg' }) });
+    assert.equal(res.status, 413);
+    const created = await rawRequest(server.url, 'POST', '/files/', { ...TUS, ...auth(alice), 'Upload-Defer-Length': 1, 'Upload-Metadata': meta({ filename: 'later.jpg' }) });
+    assert.equal(created.status, 201);
+    const deferred = created.headers.location!;
+    const declare = await patch(alice, deferred, 0, Buffer.alloc(0), { 'Upload-Length': 1024 * 1024 + 1 });
+    assert.equal(declare.status, 413);
+    // Bob's grant allows more, but never more than MaxUploadSize.
+    const tooBig = await rawRequest(server.url, 'POST', '/files/', { ...TUS, ...auth(bob), 'Upload-Length': 10 * 1024 * 1024 + 1, 'Upload-Metadata': meta({ filename: 'b.jpg' }) });
+    assert.equal(tooBig.status, 413);
+  });
+
+  it('binds the file name when the grant names one', async () => {
+    const named = await grantFor(server, { filename: 'only.txt' });
+    const other = await rawRequest(server.url, 'POST', '/files/', { ...TUS, ...auth(named), 'Upload-Length': 1, 'Upload-Metadata': meta({ filename: 'other.txt' }) });
+    assert.equal(other.status, 403);
+    assert.equal((await rawRequest(server.url, 'POST', '/files/', { ...TUS, ...auth(named), 'Upload-Length': 1, 'Upload-Metadata': meta({ filename: 'only.txt' }) })).status, 201);
+  });
+
+  it('commits under the grant prefix', async () => {
+    const prefixed = await grantFor(server, { prefix: 'team/alice' });
+    const location = await create(prefixed, 3, 'p.txt');
+    const res = await patch(prefixed, location, 0, Buffer.from('abc'));
+    assert.match(downloadUrlOf(res), /^\/upload\/team\/alice\/[0-9a-f]{32}\/p\.txt$/);
+    assert.equal((await rawRequest(server.url, 'GET', downloadUrlOf(res))).body.toString(), 'abc');
+  });
+
+  it('honours X-HTTP-Method-Override', async () => {
+    const location = await create(alice, 3, 'o.txt');
+    const patched = await rawRequest(server.url, 'POST', location, { ...TUS, ...auth(alice), 'X-HTTP-Method-Override': 'PATCH', 'Upload-Offset': 0, 'Content-Type': 'application/offset+octet-stream', 'Content-Length': 3 }, Buffer.from('xyz'));
+    assert.equal(patched.status, 204);
+    const head = await rawRequest(server.url, 'POST', location, { ...TUS, ...auth(alice), 'X-HTTP-Method-Override': 'HEAD' });
+    assert.equal(head.headers['upload-offset'], '3');
+  });
+
+  it('decides a disallowed extension the same way as a legacy PUT', async () => {
+    assert.equal((await signedPut(server, 'x/evil.exe', Buffer.from('MZ'))).status, 403);
+    const res = await rawRequest(server.url, 'POST', '/files/', { ...TUS, ...auth(alice), 'Upload-Length': 2, 'Upload-Metadata': meta({ filename: 'evil.exe' }) });
+    assert.equal(res.status, 403);
+    assert.equal(res.body.toString(), 'File extension not allowed\n');
+    assert.equal((await signedPut(server, 'x/GOOD.JPG', Buffer.from('ok'))).status, 201);
+    assert.equal((await rawRequest(server.url, 'POST', '/files/', { ...TUS, ...auth(alice), 'Upload-Length': 2, 'Upload-Metadata': meta({ filename: 'GOOD.JPG' }) })).status, 201);
+  });
+
+  it('refuses ids that are not ours before they reach the store', async () => {
+    const location = await create(alice, 4);
+    // file-store takes ids as file names: "<id>.json" would delete the upload's record.
+    assert.equal((await rawRequest(server.url, 'DELETE', `${location}.json`, { ...TUS, ...auth(alice) })).status, 404);
+    assert.equal((await rawRequest(server.url, 'HEAD', '/files/..%2f..%2fconfig', { ...TUS, ...auth(alice) })).status, 404);
+    assert.equal((await rawRequest(server.url, 'HEAD', location, { ...TUS, ...auth(alice) })).status, 200);
+  });
+
+  it('terminates an unfinished upload and keeps a finished one', async () => {
+    const open = await create(alice, 4);
+    assert.equal((await rawRequest(server.url, 'DELETE', open, { ...TUS, ...auth(alice) })).status, 204);
+    assert.equal((await rawRequest(server.url, 'HEAD', open, { ...TUS, ...auth(alice) })).status, 404);
+    const done = await create(alice, 2, 'done.txt');
+    const finished = await patch(alice, done, 0, Buffer.from('ok'));
+    assert.notEqual((await rawRequest(server.url, 'DELETE', done, { ...TUS, ...auth(alice) })).status, 204);
+    assert.equal((await rawRequest(server.url, 'GET', downloadUrlOf(finished))).body.toString(), 'ok');
+    // Its staging link is never written again.
+    assert.equal((await patch(alice, done, 2, Buffer.from('!!'))).status, 409);
+    assert.equal((await rawRequest(server.url, 'GET', downloadUrlOf(finished))).body.toString(), 'ok');
+  });
+
+  it('answers GET of an unfinished upload only to its owner, and never with partial bytes', async () => {
+    const location = await create(alice, 4);
+    assert.equal((await rawRequest(server.url, 'GET', location)).status, 401);
+    assert.equal((await rawRequest(server.url, 'GET', location, auth(bob))).status, 403);
+    assert.equal((await rawRequest(server.url, 'GET', location, auth(alice))).status, 404);
+  });
+
+  it('sweeps abandoned staging uploads and leaves committed files', async () => {
+    const abandoned = await create(alice, 100, 'abandoned.jpg');
+    assert.equal((await patch(alice, abandoned, 0, randomBytes(50))).status, 204);
+    const done = await create(alice, 3, 'kept.txt');
+    const finished = await patch(alice, done, 0, Buffer.from('yes'));
+    const removed = await server.running.tus!.sweep(Date.now() + 48 * 3600 * 1000);
+    assert.ok(removed >= 2, String(removed));
+    assert.equal((await rawRequest(server.url, 'HEAD', abandoned, { ...TUS, ...auth(alice) })).status, 404);
+    assert.equal((await rawRequest(server.url, 'GET', downloadUrlOf(finished))).body.toString(), 'yes');
+    assert.deepEqual(await readdir(path.join(server.storeDir, '.hmac', 'tus')), []);
+  });
+});
+
+describe('tus expiration', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({ TusUploadExpiry: '1s' });
+  });
+  after(() => server.close());
+
+  it('announces Upload-Expires and answers 410 to a PATCH after it; the sweep then removes the upload', async () => {
+    const grant = await grantFor(server);
+    const headers = { ...TUS, Authorization: `Bearer ${grant}` };
+    const created = await rawRequest(server.url, 'POST', '/files/', { ...headers, 'Upload-Length': 4, 'Upload-Metadata': meta({ filename: 'late.txt' }) });
+    const announced = String(created.headers['upload-expires']);
+    const expires = Date.parse(announced);
+    assert.ok(expires > Date.now() - 1000 && expires <= Date.now() + 2000, announced);
+    await new Promise((r) => setTimeout(r, 1500));
+    const late = await rawRequest(server.url, 'PATCH', created.headers.location!, { ...headers, 'Upload-Offset': 0, 'Content-Type': 'application/offset+octet-stream', 'Content-Length': 4 }, Buffer.from('late'));
+    assert.equal(late.status, 410);
+    assert.equal(await server.running.tus!.sweep(), 1);
+    assert.equal((await rawRequest(server.url, 'HEAD', created.headers.location!, headers)).status, 404);
+  });
+});
