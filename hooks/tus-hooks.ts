@@ -17,6 +17,8 @@ import { validateSlotPath, type FileLayout } from '../stores/file-layout.js';
 export const OWNER_KEY = 'hfs_owner';
 export const TARGET_KEY = 'hfs_target';
 export const COMMITTED_KEY = 'hfs_committed';
+/** A part of a parallel upload (Upload-Concat: partial): never committed on its own. */
+export const PARTIAL_KEY = 'hfs_partial';
 
 /** The parts of a tus (srvx) request the hooks need: the Node request under it. */
 export interface TusRequest {
@@ -29,6 +31,8 @@ export function nodeRequestOf(req: TusRequest): IncomingMessage | undefined {
 
 export interface TusHookDeps {
   grants: WeakMap<IncomingMessage, Grant>;
+  /** Requests that created an Upload-Concat: partial upload (the header is taken off before the library). */
+  partials: WeakSet<IncomingMessage>;
   layout: FileLayout;
   store: DataStore;
   locker: Locker;
@@ -69,6 +73,9 @@ export function createTusHooks(deps: TusHookDeps) {
         const grant = grantOf(req);
         if (!grant) throw httpError('E_MAC_MISSING');
         const client = Object.fromEntries(Object.entries(upload.metadata ?? {}).filter(([key]) => !key.startsWith('hfs_')));
+        const node = nodeRequestOf(req);
+        // A partial has no name of its own: the final upload that concatenates it is checked like any other.
+        if (node && deps.partials.has(node)) return Promise.resolve({ metadata: { ...client, [OWNER_KEY]: grant.subject, [PARTIAL_KEY]: '1' } });
         const filename = client.filename ?? client.name;
         if (!filename) throw httpError('E_BAD_REQUEST', { message: 'Upload-Metadata needs a filename' });
         if (filename.includes('/')) throw httpError('E_BAD_PATH');
@@ -82,6 +89,7 @@ export function createTusHooks(deps: TusHookDeps) {
     },
 
     async onUploadFinish(req: TusRequest, upload: Upload): Promise<{ headers: Record<string, string> }> {
+      if (upload.metadata?.[PARTIAL_KEY]) return { headers: {} };
       const lock = deps.locker.newLock(upload.id);
       await lock.lock(new AbortController().signal, () => undefined);
       try {

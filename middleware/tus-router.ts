@@ -2,6 +2,7 @@
 // Gates, in order: CORS, X-HTTP-Method-Override, Tus-Resumable (412 with Tus-Version, tus 1.0.0 §
 // "Tus-Resumable"), upload id shape, grant (401), owner of the upload (403). GET of a finished upload is
 // served by our own download handler (the library's GET can crash the process on an early hang-up).
+import type { AsyncLocalStorage } from 'node:async_hooks';
 import type { IncomingMessage } from 'node:http';
 import { Router, type Request, type RequestHandler } from 'express';
 import type { Server as TusServer } from '@tus/server';
@@ -10,7 +11,8 @@ import { httpError } from '../server/errors.js';
 import { logAuthFailure, type Logger } from '../server/logger.js';
 import { COMMITTED_KEY, OWNER_KEY, TARGET_KEY } from '../hooks/tus-hooks.js';
 import type { CommittedFiles } from '../stores/committed-files.js';
-import { UPLOAD_ID } from '../stores/tus-store.js';
+import type { ConcatResult } from '../hooks/tus-concat.js';
+import { CHECKSUM_ALGORITHMS, UPLOAD_ID, type ChecksumAlgorithm, type ExpectedChecksum } from '../stores/tus-store.js';
 import { sendDownload } from './download.js';
 import { grantTokenOf, verifyGrant, type Grant } from './upload-grant.js';
 
@@ -26,6 +28,27 @@ export interface TusRouterDeps {
   grantKey: Uint8Array;
   logger: Logger;
   resumableDownloads: boolean;
+  /** TusPath, e.g. "/files/". */
+  tusPath: string;
+  checksums: AsyncLocalStorage<ExpectedChecksum>;
+  partials: WeakSet<IncomingMessage>;
+  concatenate(req: IncomingMessage, grant: Grant, concatHeader: string, metadataHeader: string | undefined): Promise<ConcatResult>;
+}
+
+/** Removes a request header before the library sees it (it reads rawHeaders as well as headers). */
+function dropHeader(req: IncomingMessage, name: string): void {
+  delete req.headers[name];
+  for (let i = req.rawHeaders.length - 2; i >= 0; i -= 2) {
+    if (req.rawHeaders[i]!.toLowerCase() === name) req.rawHeaders.splice(i, 2);
+  }
+}
+
+/** Upload-Checksum: "<algorithm> <base64 digest>" (tus checksum extension). */
+function expectedChecksumOf(header: string): ExpectedChecksum {
+  const [algorithm, digest, ...rest] = header.trim().split(/\s+/);
+  if (!CHECKSUM_ALGORITHMS.includes(algorithm as ChecksumAlgorithm)) throw httpError('E_BAD_REQUEST', { message: 'Unsupported checksum algorithm' });
+  if (!digest || rest.length > 0 || !/^[A-Za-z0-9+/]+={0,2}$/.test(digest)) throw httpError('E_BAD_REQUEST', { message: 'Invalid Upload-Checksum' });
+  return { algorithm: algorithm as ChecksumAlgorithm, digest };
 }
 
 export function tusRouter(deps: TusRouterDeps): Router {
@@ -38,6 +61,7 @@ export function tusRouter(deps: TusRouterDeps): Router {
     // Some proxies and clients only speak GET and POST (tus 1.0.0, "X-HTTP-Method-Override").
     const override = req.get('X-HTTP-Method-Override')?.toUpperCase();
     if (req.method === 'POST' && override && OVERRIDABLE.has(override)) req.method = override;
+    if (req.method === 'OPTIONS') res.setHeader('Tus-Checksum-Algorithm', CHECKSUM_ALGORITHMS.join(','));
     next();
   };
 
@@ -92,6 +116,18 @@ export function tusRouter(deps: TusRouterDeps): Router {
     }
     // The staging file of a committed upload is a link to the served file: it must never be written again.
     if (req.method === 'PATCH' && metadata[COMMITTED_KEY]) throw httpError('E_EXISTS', { message: 'Upload already finished' });
+    const concat = req.get('Upload-Concat');
+    if (req.method === 'POST' && concat !== undefined) {
+      if (concat.trim() === 'partial') {
+        // The library would answer 501 to the header; the hooks know the upload is a partial from here.
+        deps.partials.add(req);
+        dropHeader(req, 'upload-concat');
+      } else {
+        const result = await deps.concatenate(req, grant, concat, req.get('Upload-Metadata'));
+        res.status(201).set({ ...result.headers, Location: `${deps.tusPath}${result.id}`, 'Tus-Resumable': TUS_VERSION }).end();
+        return;
+      }
+    }
     next();
   };
 
@@ -99,7 +135,12 @@ export function tusRouter(deps: TusRouterDeps): Router {
     // The library routes on the full path (Express stripped the mount point) and would take a ?grant= query
     // for part of the upload id.
     req.url = req.originalUrl.split('?')[0] ?? req.originalUrl;
-    await deps.tus.handle(req, res);
+    const checksum = req.get('Upload-Checksum');
+    if (checksum !== undefined && (req.method === 'PATCH' || req.method === 'POST')) {
+      await deps.checksums.run(expectedChecksumOf(checksum), () => deps.tus.handle(req, res));
+    } else {
+      await deps.tus.handle(req, res);
+    }
   };
 
   router.use(corsAndOverride, tusResumable);

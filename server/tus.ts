@@ -1,17 +1,19 @@
 // Assembles the tus door: the counting file store, the locker shared by the library and our finish hook,
 // the hooks, @tus/server itself, our gates in front of it, and the sweep of expired staging uploads.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { IncomingMessage } from 'node:http';
 import type { Router } from 'express';
 import { MemoryLocker, Server as TusServer, EVENTS } from '@tus/server';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import type { CommitUpload } from '../hooks/commit-upload.js';
+import { concatenateFinal } from '../hooks/tus-concat.js';
 import { createTusHooks, type TusRequest } from '../hooks/tus-hooks.js';
 import { tusRouter } from '../middleware/tus-router.js';
 import { grantKey, type Grant } from '../middleware/upload-grant.js';
 import type { CommittedFiles } from '../stores/committed-files.js';
 import type { FileLayout } from '../stores/file-layout.js';
-import { CountingFileStore, newTusCounters, sweepTusUploads, type TusCounters } from '../stores/tus-store.js';
+import { CountingFileStore, newTusCounters, sweepTusUploads, type ExpectedChecksum, type TusCounters } from '../stores/tus-store.js';
 
 export interface TusDoor {
   router: Router;
@@ -31,11 +33,14 @@ export interface TusDoorDeps {
 
 export function createTusDoor({ config, logger, layout, files, commitUpload }: TusDoorDeps): TusDoor {
   const counters = newTusCounters();
-  const store = new CountingFileStore(config.StoreDir, config.TusUploadExpiry, counters);
+  const checksums = new AsyncLocalStorage<ExpectedChecksum>();
+  const store = new CountingFileStore(config.StoreDir, config.TusUploadExpiry, counters, checksums);
   const locker = new MemoryLocker();
   const grants = new WeakMap<IncomingMessage, Grant>();
+  const partials = new WeakSet<IncomingMessage>();
   const hooks = createTusHooks({
     grants,
+    partials,
     layout,
     store,
     locker,
@@ -66,7 +71,20 @@ export function createTusDoor({ config, logger, layout, files, commitUpload }: T
   const timer = interval > 0 ? setInterval(() => void sweep(), interval).unref() : undefined;
 
   return {
-    router: tusRouter({ tus, store, files, grants, grantKey: grantKey(config.GrantSecret, config.Secret), logger, resumableDownloads: config.ResumableDownloadsEnabled }),
+    router: tusRouter({
+      tus,
+      store,
+      files,
+      grants,
+      grantKey: grantKey(config.GrantSecret, config.Secret),
+      logger,
+      resumableDownloads: config.ResumableDownloadsEnabled,
+      tusPath: config.TusPath,
+      checksums,
+      partials,
+      concatenate: (req, grant, concatHeader, metadataHeader) =>
+        concatenateFinal({ store, hooks, tusPath: config.TusPath, maxUploadSize: config.MaxUploadSize }, req, grant, concatHeader, metadataHeader),
+    }),
     counters,
     sweep,
     stop: () => clearInterval(timer),

@@ -1,6 +1,8 @@
 // tus-js-client against the server: every result checked by the sha256 of what GET returns.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
 import * as tus from 'tus-js-client';
 import { grantFor, tusUpload } from './helpers/tus-client.js';
 import { startTestServer, type TestServer } from './helpers/test-server.js';
@@ -81,6 +83,14 @@ describe('tus uploads with tus-js-client', function () {
     const data = randomBytes(200 * 1024);
     const { downloadUrl } = await tusUpload(server, data, grant, { uploadDataDuringCreation: true });
     assert.equal(sha256(await download(downloadUrl)), sha256(data));
+  });
+
+  it('uploads with parallelUploads: 4 (concatenation) and leaves no partial behind', async () => {
+    const data = randomBytes(3 * 1024 * 1024 + 5);
+    const { downloadUrl } = await tusUpload(server, data, grant, { parallelUploads: 4, metadata: { filename: 'parallel.bin' } });
+    assert.equal(sha256(await download(downloadUrl)), sha256(data));
+    const committed = await readdir(path.join(server.storeDir, 'upload'), { recursive: true });
+    assert.equal(committed.filter((name) => name.endsWith('parallel.bin')).length, 1);
   });
 
   it('uploads an empty file', async () => {

@@ -1,6 +1,6 @@
 // The tus door over raw HTTP: protocol rules the stock library gets wrong, grants, owners, expiry.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { SignJWT } from 'jose';
@@ -192,5 +192,101 @@ describe('tus expiration', () => {
     assert.equal(late.status, 410);
     assert.equal(await server.running.tus!.sweep(), 1);
     assert.equal((await rawRequest(server.url, 'HEAD', created.headers.location!, headers)).status, 404);
+  });
+});
+
+describe('tus checksum and concatenation extensions', () => {
+  let server: TestServer;
+  let grant: string;
+  const digest = (algorithm: string, body: Buffer) => createHash(algorithm).update(body).digest('base64');
+  let headers: Record<string, string>;
+
+  async function create(length: number, extra: Record<string, string | number> = {}): Promise<string> {
+    const res = await rawRequest(server.url, 'POST', '/files/', { ...headers, 'Upload-Length': length, 'Upload-Metadata': meta({ filename: 'c.bin' }), ...extra });
+    assert.equal(res.status, 201, res.body.toString());
+    return res.headers.location!;
+  }
+  const patch = (location: string, offset: number, body: Buffer, extra: Record<string, string> = {}) =>
+    rawRequest(server.url, 'PATCH', location, { ...headers, 'Upload-Offset': offset, 'Content-Type': 'application/offset+octet-stream', 'Content-Length': body.length, ...extra }, body);
+  const offsetOf = async (location: string) => (await rawRequest(server.url, 'HEAD', location, headers)).headers['upload-offset'];
+
+  before(async () => {
+    server = await startTestServer();
+    grant = await grantFor(server);
+    headers = { ...TUS, Authorization: `Bearer ${grant}` };
+  });
+  after(() => server.close());
+
+  it('advertises both extensions and the checksum algorithms', async () => {
+    const res = await rawRequest(server.url, 'OPTIONS', '/files/');
+    assert.equal(res.status, 204);
+    const extensions = String(res.headers['tus-extension']).split(',');
+    for (const ext of ['creation', 'creation-with-upload', 'creation-defer-length', 'termination', 'expiration', 'checksum', 'concatenation']) assert.ok(extensions.includes(ext), ext);
+    assert.equal(res.headers['tus-checksum-algorithm'], 'md5,sha1,sha256');
+    assert.equal(res.headers['tus-version'], '1.0.0');
+    assert.match(String(res.headers['access-control-allow-headers']), /Authorization/);
+  });
+
+  it('accepts chunks whose sha1, sha256 and md5 match', async () => {
+    const location = await create(30);
+    let offset = 0;
+    for (const algorithm of ['sha1', 'sha256', 'md5']) {
+      const chunk = randomBytes(10);
+      const res = await patch(location, offset, chunk, { 'Upload-Checksum': `${algorithm} ${digest(algorithm, chunk)}` });
+      assert.equal(res.status, 204, `${algorithm}: ${res.body.toString()}`);
+      offset += 10;
+    }
+    assert.equal(await offsetOf(location), '30');
+  });
+
+  it('answers 460 to a wrong checksum and discards the chunk', async () => {
+    const location = await create(20);
+    const first = randomBytes(10);
+    assert.equal((await patch(location, 0, first)).status, 204);
+    const bad = await patch(location, 10, randomBytes(10), { 'Upload-Checksum': `sha256 ${digest('sha256', Buffer.from('other'))}` });
+    assert.equal(bad.status, 460);
+    assert.equal(await offsetOf(location), '10');
+    const second = randomBytes(10);
+    const res = await patch(location, 10, second, { 'Upload-Checksum': `sha1 ${digest('sha1', second)}` });
+    assert.equal(res.status, 204);
+    const got = await rawRequest(server.url, 'GET', String(res.headers['x-download-url']));
+    assert.deepEqual(got.body, Buffer.concat([first, second]));
+  });
+
+  it('answers 400 to an unknown checksum algorithm and keeps the offset', async () => {
+    const location = await create(10);
+    const res = await patch(location, 0, randomBytes(10), { 'Upload-Checksum': `crc32 ${Buffer.from('abcd').toString('base64')}` });
+    assert.equal(res.status, 400);
+    assert.equal(await offsetOf(location), '0');
+  });
+
+  it('joins finished partials into one committed file; partials alone commit nothing', async () => {
+    const parts = [randomBytes(1000), randomBytes(1), randomBytes(5000)];
+    const locations: string[] = [];
+    const committedBefore = await readdir(path.join(server.storeDir, 'upload'));
+    for (const part of parts) {
+      const location = await create(part.length, { 'Upload-Concat': 'partial' });
+      assert.equal((await patch(location, 0, part)).status, 204);
+      locations.push(location);
+    }
+    assert.deepEqual(await readdir(path.join(server.storeDir, 'upload')), committedBefore);
+    const final = await rawRequest(server.url, 'POST', '/files/', { ...headers, 'Upload-Concat': `final;${locations.join(' ')}`, 'Upload-Metadata': meta({ filename: 'joined.bin' }) });
+    assert.equal(final.status, 201, final.body.toString());
+    assert.match(String(final.headers.location), /^\/files\/[0-9a-f]{32}$/);
+    const got = await rawRequest(server.url, 'GET', String(final.headers['x-download-url']));
+    assert.deepEqual(got.body, Buffer.concat(parts));
+    assert.deepEqual((await rawRequest(server.url, 'GET', String(final.headers.location))).body, Buffer.concat(parts));
+  });
+
+  it("refuses to join an unfinished partial, another subject's partial, or a non-partial", async () => {
+    const unfinished = await create(10, { 'Upload-Concat': 'partial' });
+    const join = (locations: string[], as = headers) =>
+      rawRequest(server.url, 'POST', '/files/', { ...as, 'Upload-Concat': `final;${locations.join(' ')}`, 'Upload-Metadata': meta({ filename: 'j.bin' }) });
+    assert.equal((await join([unfinished])).status, 400);
+    const bobs = { ...TUS, Authorization: `Bearer ${await grantFor(server, { subject: 'bob' })}` };
+    assert.equal((await join([unfinished], bobs)).status, 403);
+    const whole = await create(1);
+    assert.equal((await join([whole])).status, 400);
+    assert.equal((await join(['/files/../etc'])).status, 400);
   });
 });

@@ -7,7 +7,10 @@
 // After commit the data file stays, as a second link to the committed file, so HEAD still reports the
 // final offset; the sweep removes it (never the committed file) once the upload has expired.
 import { FileStore } from '@tus/file-store';
-import { readdir, stat } from 'node:fs/promises';
+import type { AsyncLocalStorage } from 'node:async_hooks';
+import { createHash } from 'node:crypto';
+import { readdir, stat, truncate } from 'node:fs/promises';
+import { pipeline, Transform } from 'node:stream';
 import path from 'node:path';
 import type { Logger } from '../server/logger.js';
 
@@ -27,21 +30,63 @@ export function newTusCounters(): TusCounters {
   return { bytesReceived: 0, created: 0, finished: 0, terminated: 0 };
 }
 
-/** @tus/file-store that counts the bytes it writes. */
+/** tus checksum extension: the algorithms a client may name in Upload-Checksum. */
+export const CHECKSUM_ALGORITHMS = ['md5', 'sha1', 'sha256'] as const;
+export type ChecksumAlgorithm = (typeof CHECKSUM_ALGORITHMS)[number];
+
+/** The checksum a PATCH announced for its body; set per request around the library's handling. */
+export interface ExpectedChecksum {
+  algorithm: ChecksumAlgorithm;
+  /** Base64 digest, as sent. */
+  digest: string;
+}
+
+/** What @tus/server answers for an error thrown by a store: its status_code and body. */
+export class ChecksumMismatch extends Error {
+  readonly status_code = 460;
+  readonly body = 'Checksum Mismatch\n';
+}
+
+/**
+ * @tus/file-store that counts the bytes it writes and verifies a chunk's Upload-Checksum: a chunk whose
+ * digest does not match is cut off again (the file is truncated to the old offset) before the library
+ * records a new offset, so the upload stays where it was.
+ */
 export class CountingFileStore extends FileStore {
   constructor(
     storeDir: string,
     /** Upload-Expires and the 410 for PATCHes after it; deleting is sweepTusUploads' job. */
     expirationMs: number,
     private readonly counters: TusCounters,
+    private readonly checksums: AsyncLocalStorage<ExpectedChecksum>,
   ) {
     super({ directory: path.join(storeDir, '.hmac', 'tus'), expirationPeriodInMilliseconds: expirationMs });
+    // Concatenation is done by our router (the library answers 501); checksums here.
+    this.extensions = [...this.extensions, 'checksum', 'concatenation'];
   }
 
-  override async write(...args: Parameters<FileStore['write']>): Promise<number> {
-    const offset = await super.write(...args);
-    this.counters.bytesReceived += offset - args[2];
-    return offset;
+  override async write(...[readable, id, offset]: Parameters<FileStore['write']>): Promise<number> {
+    const expected = this.checksums.getStore();
+    if (!expected) return this.counted(offset, await super.write(readable, id, offset));
+    const hash = createHash(expected.algorithm);
+    const hashing = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        hash.update(chunk);
+        callback(null, chunk);
+      },
+    });
+    pipeline(readable, hashing, () => undefined);
+    const newOffset = await super.write(hashing, id, offset);
+    if (hash.digest('base64') !== expected.digest) {
+      await truncate(path.join(this.directory, id), offset);
+      throw new ChecksumMismatch();
+    }
+    return this.counted(offset, newOffset);
+  }
+
+  private counted(before: number, after: number): number {
+    this.counters.bytesReceived += after - before;
+    return after;
   }
 }
 
