@@ -1,9 +1,12 @@
 // The tus door over raw HTTP: protocol rules the stock library gets wrong, grants, owners, expiry.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { SignJWT } from 'jose';
+import { runCli } from './helpers/cli.js';
 import { grantFor } from './helpers/tus-client.js';
 import { rawRequest, signedPut, type RawResponse } from './helpers/http.js';
 import { startTestServer, type TestServer } from './helpers/test-server.js';
@@ -288,5 +291,51 @@ describe('tus checksum and concatenation extensions', () => {
     const whole = await create(1);
     assert.equal((await join([whole])).status, 400);
     assert.equal((await join(['/files/../etc'])).status, 400);
+  });
+});
+
+describe('tus downloads and the grant command', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer();
+  });
+  after(() => server.close());
+
+  it('serves a finished upload with CORS and survives clients that hang up early', async () => {
+    const grant = await grantFor(server);
+    const headers = { ...TUS, Authorization: `Bearer ${grant}` };
+    const body = randomBytes(2 * 1024 * 1024);
+    const created = await rawRequest(server.url, 'POST', '/files/', { ...headers, 'Upload-Length': body.length, 'Upload-Metadata': meta({ filename: 'big.bin' }), 'Content-Type': 'application/offset+octet-stream' }, body);
+    assert.equal(created.status, 201);
+    const location = String(created.headers.location);
+    const port = Number(new URL(server.url).port);
+    await Promise.all(
+      Array.from({ length: 10 }, () =>
+        new Promise<void>((resolve) => {
+          const socket = net.connect(port, '127.0.0.1', () => socket.write(`GET ${location} HTTP/1.1\r\nHost: x\r\n\r\n`));
+          socket.once('data', () => socket.destroy());
+          socket.on('close', () => resolve());
+        }),
+      ),
+    );
+    const res = await rawRequest(server.url, 'GET', location, { Range: 'bytes=-4' });
+    assert.equal(res.status, 206);
+    assert.deepEqual(res.body, body.subarray(-4));
+    assert.equal(res.headers['access-control-allow-origin'], '*');
+  });
+
+  it('hmac-file-server grant prints a grant the server accepts', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'hfs-grant-'));
+    const configFile = path.join(dir, 'config.toml');
+    await writeFile(configFile, `Secret = "${server.config.Secret}"\n`);
+    const result = await runCli(['grant', '--config', configFile, '--subject', 'carol', '--max-size', '1KB', '--ttl', '10m']);
+    assert.equal(result.code, 0, result.stderr);
+    const headers = { ...TUS, Authorization: `Bearer ${result.stdout.trim()}` };
+    const ok = await rawRequest(server.url, 'POST', '/files/', { ...headers, 'Upload-Length': 1024, 'Upload-Metadata': meta({ filename: 'g.txt' }) });
+    assert.equal(ok.status, 201);
+    const tooBig = await rawRequest(server.url, 'POST', '/files/', { ...headers, 'Upload-Length': 1025, 'Upload-Metadata': meta({ filename: 'g.txt' }) });
+    assert.equal(tooBig.status, 413);
+    assert.equal((await runCli(['grant', '--config', configFile, '--subject', 'carol'])).code, 2);
+    await rm(dir, { recursive: true, force: true });
   });
 });
