@@ -2,11 +2,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { encodeSlotPath } from '../server/cli-sign.js';
 import { fileShareToken, type FileShareClaims } from './helpers/jwt.js';
 import { rawRequest } from './helpers/http.js';
+import { exchange, head } from './helpers/socket.js';
 import { startTestServer, TEST_SECRET, type TestServer } from './helpers/test-server.js';
 
 function put(server: TestServer, slotPath: string, body: Buffer, token: string, headers: Record<string, string | number> = {}) {
@@ -65,18 +65,7 @@ describe('Prosody file-share JWT slots', () => {
   it('refuses a slot larger than MaxUploadSize even with a valid token', async () => {
     const slotPath = `${randomUUID()}/big.bin`;
     const token = await fileShareToken(TEST_SECRET, { slot: slotPath.split('/')[0]!, filename: 'big.bin', filesize: 2_000_000 });
-    const res = await new Promise<string>((resolve, reject) => {
-      const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1', () =>
-        socket.write(`PUT /upload/${slotPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Length: 2000000\r\n\r\n`),
-      );
-      let text = '';
-      socket.on('data', (c: Buffer) => {
-        text += c.toString();
-        if (text.includes('\n\r\n')) socket.destroy();
-      });
-      socket.on('close', () => resolve(text));
-      socket.on('error', reject);
-    });
+    const res = await exchange(server.url, [head('PUT', `/upload/${slotPath}`, { Authorization: `Bearer ${token}`, 'Content-Length': 2_000_000 })], { until: 'head' });
     assert.match(res, /^HTTP\/1\.1 413 /);
   });
 
@@ -91,17 +80,8 @@ describe('Prosody file-share JWT slots', () => {
   it('keeps nothing when fewer bytes arrive than filesize', async () => {
     const slotPath = `${randomUUID()}/short.png`;
     const token = await fileShareToken(TEST_SECRET, { slot: slotPath.split('/')[0]!, filename: 'short.png', filesize: 1000 });
-    await new Promise<void>((resolve) => {
-      const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1', () => {
-        socket.write(`PUT /upload/${slotPath} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Length: 1000\r\n\r\n`);
-        socket.end(randomBytes(10));
-      });
-      socket.resume();
-      socket.on('close', () => resolve());
-    });
-    const verdict = () => server.logs.find((l) => l.includes('request.rejected') && l.includes('/short.png'));
-    for (let i = 0; i < 100 && !verdict(); i++) await new Promise((r) => setTimeout(r, 20));
-    assert.match(verdict() ?? '', /code=E_INCOMPLETE status=400 /);
+    await exchange(server.url, [head('PUT', `/upload/${slotPath}`, { Authorization: `Bearer ${token}`, 'Content-Length': 1000 }), randomBytes(10)], { end: true });
+    assert.match((await server.waitForLog(/request\.rejected .*short\.png/)) ?? '', /code=E_INCOMPLETE status=400 /);
     assert.deepEqual(await readdir(path.join(server.storeDir, '.hmac', 'staging')), []);
     assert.equal((await rawRequest(server.url, 'GET', `/upload/${slotPath}`)).status, 404);
   });

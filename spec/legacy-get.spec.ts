@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
 import { rawRequest, signedPut } from './helpers/http.js';
+import { exchange, head } from './helpers/socket.js';
 import { startTestServer, type TestServer } from './helpers/test-server.js';
 
 const DIR = '5f0c1d7e-8a9b-4c3d-9e8f-0123456789ab';
@@ -116,16 +116,7 @@ describe('legacy GET and HEAD', () => {
   it('survives clients that hang up in the middle of a download', async () => {
     const big = randomBytes(4 * 1024 * 1024);
     assert.equal((await signedPut(server, `${DIR}/big.bin`, big)).status, 201);
-    const port = Number(new URL(server.url).port);
-    await Promise.all(
-      Array.from({ length: 10 }, () =>
-        new Promise<void>((resolve) => {
-          const socket = net.connect(port, '127.0.0.1', () => socket.write(`GET /upload/${DIR}/big.bin HTTP/1.1\r\nHost: x\r\n\r\n`));
-          socket.once('data', () => socket.destroy());
-          socket.on('close', () => resolve());
-        }),
-      ),
-    );
+    await Promise.all(Array.from({ length: 10 }, () => exchange(server.url, [head('GET', `/upload/${DIR}/big.bin`)], { until: 'data' })));
     const res = await rawRequest(server.url, 'GET', `/upload/${DIR}/big.bin`, { Range: 'bytes=-5' });
     assert.equal(res.status, 206);
     assert.deepEqual(res.body, big.subarray(-5));

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import request from 'supertest';
 import { rawRequest, signedPath, signedPut } from './helpers/http.js';
+import { exchange, head } from './helpers/socket.js';
 import { startTestServer, type TestServer } from './helpers/test-server.js';
 
 const UUID = '0bd8b7c2-1a2b-4c3d-9e8f-0123456789ab';
@@ -113,34 +113,14 @@ describe('legacy PUT', () => {
   it('answers 413 over MaxUploadSize before reading the body', async () => {
     const size = 1024 * 1024 + 1;
     // Only the headers are sent: the answer must come without the body.
-    const res = await new Promise<string>((resolve, reject) => {
-      const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1', () => {
-        socket.write(`PUT ${signedPath(server, `${UUID}/big.bin`, size)} HTTP/1.1\r\nHost: x\r\nContent-Length: ${size}\r\n\r\n`);
-      });
-      let text = '';
-      socket.on('data', (c: Buffer) => {
-        text += c.toString();
-        if (text.includes('\r\n\r\n')) socket.destroy();
-      });
-      socket.on('close', () => resolve(text));
-      socket.on('error', reject);
-    });
+    const res = await exchange(server.url, [head('PUT', signedPath(server, `${UUID}/big.bin`, size), { 'Content-Length': size })], { until: 'head' });
     assert.match(res, /^HTTP\/1\.1 413 /);
     assert.match(res, /connection: close/i);
   });
 
   it('answers 100 Continue only to an accepted PUT', async () => {
-    const ask = (pathAndQuery: string) =>
-      new Promise<string>((resolve, reject) => {
-        const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1', () => {
-          socket.write(`PUT ${pathAndQuery} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n`);
-        });
-        socket.once('data', (c: Buffer) => {
-          socket.destroy();
-          resolve(c.toString().split('\r\n')[0]!);
-        });
-        socket.on('error', reject);
-      });
+    const ask = async (pathAndQuery: string) =>
+      (await exchange(server.url, [head('PUT', pathAndQuery, { 'Content-Length': 3, Expect: '100-continue' })], { until: 'data' })).split('\r\n')[0];
     assert.equal(await ask(`/upload/${UUID}/continue.txt?v2=${'1'.repeat(64)}`), 'HTTP/1.1 403 Forbidden');
     assert.equal(await ask(signedPath(server, `${UUID}/continue.txt`, 3)), 'HTTP/1.1 100 Continue');
   });
@@ -148,21 +128,10 @@ describe('legacy PUT', () => {
   it('answers 400 when fewer bytes arrive than announced, and leaves nothing behind', async () => {
     const slot = `${UUID}/short.bin`;
     const metaBefore = await filesUnder(path.join(server.storeDir, '.hmac'));
-    await new Promise<void>((resolve, reject) => {
-      const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1', () => {
-        socket.write(`PUT ${signedPath(server, slot, 1000)} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n`);
-        socket.write(randomBytes(400));
-        // The client gives up: its side of the connection closes with 600 bytes missing.
-        setTimeout(() => socket.end(), 100);
-      });
-      socket.resume();
-      socket.on('close', () => resolve());
-      socket.on('error', reject);
-    });
-    // The server notices the short body when the connection ends; wait for its verdict in the log.
-    const verdict = () => server.logs.find((l) => l.includes('request.rejected') && l.includes('/short.bin'));
-    for (let i = 0; i < 100 && !verdict(); i++) await new Promise((r) => setTimeout(r, 20));
-    assert.match(verdict() ?? '', /code=E_INCOMPLETE status=400 /);
+    // The client gives up: its side of the connection closes with 600 bytes missing.
+    await exchange(server.url, [head('PUT', signedPath(server, slot, 1000), { 'Content-Length': 1000 }), randomBytes(400), 100], { end: true });
+    // The server notices the short body when the connection ends.
+    assert.match((await server.waitForLog(/request\.rejected .*short\.bin/)) ?? '', /code=E_INCOMPLETE status=400 /);
     assert.deepEqual(await filesUnder(path.join(server.storeDir, '.hmac')), metaBefore);
     assert.equal((await rawRequest(server.url, 'GET', `/upload/${UUID}/short.bin`)).status, 404);
     // The path is still free: a complete upload succeeds.

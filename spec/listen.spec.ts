@@ -4,10 +4,10 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { signedPath } from './helpers/http.js';
+import { exchange, head } from './helpers/socket.js';
 import { startTestServer, type TestServer } from './helpers/test-server.js';
 
 function get(options: http.RequestOptions): Promise<number> {
@@ -48,16 +48,7 @@ describe('timeouts', () => {
   after(() => server.close());
 
   it('cuts an upload that does not arrive within ReadTimeout and keeps nothing', async () => {
-    const port = Number(new URL(server.url).port);
-    const answer = await new Promise<string>((resolve) => {
-      const socket = net.connect(port, '127.0.0.1', () => {
-        socket.write(`PUT ${signedPath(server, 'slow/file.bin', 1000)} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n`);
-        socket.write(randomBytes(10));
-      });
-      let text = '';
-      socket.on('data', (c: Buffer) => (text += c.toString()));
-      socket.on('close', () => resolve(text));
-    });
+    const answer = await exchange(server.url, [head('PUT', signedPath(server, 'slow/file.bin', 1000), { 'Content-Length': 1000 }), randomBytes(10)]);
     // Node answers 408 when it can, or just closes; either way the connection ends and nothing is kept.
     assert.ok(answer === '' || answer.startsWith('HTTP/1.1 408'), answer);
     for (let i = 0; i < 50 && (await readdir(path.join(server.storeDir, '.hmac', 'staging'))).length > 0; i++) await new Promise((r) => setTimeout(r, 20));
@@ -65,13 +56,8 @@ describe('timeouts', () => {
   });
 
   it('closes an idle keep-alive connection after IdleTimeout', async () => {
-    const port = Number(new URL(server.url).port);
     const started = Date.now();
-    await new Promise<void>((resolve) => {
-      const socket = net.connect(port, '127.0.0.1', () => socket.write('GET /upload/a/none.txt HTTP/1.1\r\nHost: x\r\n\r\n'));
-      socket.resume();
-      socket.on('close', () => resolve());
-    });
+    await exchange(server.url, [head('GET', '/upload/a/none.txt')]);
     // Closed by the server, not by the test: it would otherwise stay open until mocha's timeout.
     assert.ok(Date.now() - started >= 900);
   });
@@ -82,20 +68,8 @@ describe('graceful stop', () => {
     const server = await startTestServer({ GracefulShutdownTimeout: '5s' });
     const port = Number(new URL(server.url).port);
     const body = randomBytes(2000);
-    const answer = new Promise<string>((resolve) => {
-      const socket = net.connect(port, '127.0.0.1', () => {
-        socket.write(`PUT ${signedPath(server, 'grace/file.bin', body.length)} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n`);
-        socket.write(body.subarray(0, 1000));
-        // The rest arrives after the stop began.
-        setTimeout(() => socket.write(body.subarray(1000)), 300);
-      });
-      let text = '';
-      socket.on('data', (c: Buffer) => {
-        text += c.toString();
-        if (text.includes('\r\n\r\n')) socket.destroy();
-      });
-      socket.on('close', () => resolve(text));
-    });
+    // The rest of the body arrives after the stop began.
+    const answer = exchange(server.url, [head('PUT', signedPath(server, 'grace/file.bin', body.length), { 'Content-Length': body.length }), body.subarray(0, 1000), 300, body.subarray(1000)], { until: 'head' });
     await new Promise((r) => setTimeout(r, 100));
     const stopped = server.running.close(5000);
     assert.match(await answer, /^HTTP\/1\.1 201 /);

@@ -2,11 +2,11 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { SignJWT } from 'jose';
 import { runCli } from './helpers/cli.js';
+import { exchange, head } from './helpers/socket.js';
 import { grantFor } from './helpers/tus-client.js';
 import { rawRequest, signedPut, type RawResponse } from './helpers/http.js';
 import { startTestServer, type TestServer } from './helpers/test-server.js';
@@ -308,16 +308,7 @@ describe('tus downloads and the grant command', () => {
     const created = await rawRequest(server.url, 'POST', '/files/', { ...headers, 'Upload-Length': body.length, 'Upload-Metadata': meta({ filename: 'big.bin' }), 'Content-Type': 'application/offset+octet-stream' }, body);
     assert.equal(created.status, 201);
     const location = String(created.headers.location);
-    const port = Number(new URL(server.url).port);
-    await Promise.all(
-      Array.from({ length: 10 }, () =>
-        new Promise<void>((resolve) => {
-          const socket = net.connect(port, '127.0.0.1', () => socket.write(`GET ${location} HTTP/1.1\r\nHost: x\r\n\r\n`));
-          socket.once('data', () => socket.destroy());
-          socket.on('close', () => resolve());
-        }),
-      ),
-    );
+    await Promise.all(Array.from({ length: 10 }, () => exchange(server.url, [head('GET', location)], { until: 'data' })));
     const res = await rawRequest(server.url, 'GET', location, { Range: 'bytes=-4' });
     assert.equal(res.status, 206);
     assert.deepEqual(res.body, body.subarray(-4));

@@ -21,6 +21,8 @@ export interface TestServer {
   storeDir: string;
   running: RunningServer;
   logs: string[];
+  /** The first log line that matches, waiting up to timeoutMs for the server to write it. */
+  waitForLog(pattern: RegExp, timeoutMs?: number): Promise<string | undefined>;
   close(): Promise<void>;
 }
 
@@ -47,6 +49,14 @@ export async function startTestServer(overrides: Partial<ConfigInput> = {}): Pro
     storeDir,
     running,
     logs,
+    waitForLog: async (pattern, timeoutMs = 2000) => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const line = logs.find((l) => pattern.test(l));
+        if (line !== undefined || Date.now() > deadline) return line;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
     close: async () => {
       await running.close(0);
       logger.close();
