@@ -34,7 +34,7 @@ export interface TusDoorDeps {
 export function createTusDoor({ config, logger, layout, files, commitUpload }: TusDoorDeps): TusDoor {
   const counters = newTusCounters();
   const checksums = new AsyncLocalStorage<ExpectedChecksum>();
-  const store = new CountingFileStore(config.StoreDir, config.TusUploadExpiry, counters, checksums);
+  const store = new CountingFileStore(config.StoreDir, { expirationMs: config.TusUploadExpiry, chunkSize: config.ChunkSize, counters, checksums });
   const locker = new MemoryLocker();
   const grants = new WeakMap<IncomingMessage, Grant>();
   const partials = new WeakSet<IncomingMessage>();

@@ -9,8 +9,11 @@
 import { FileStore } from '@tus/file-store';
 import type { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
 import { readdir, stat, truncate } from 'node:fs/promises';
-import { pipeline, Transform } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { ERRORS } from '@tus/utils';
 import path from 'node:path';
 import type { Logger } from '../server/logger.js';
 
@@ -41,52 +44,62 @@ export interface ExpectedChecksum {
   digest: string;
 }
 
-/** What @tus/server answers for an error thrown by a store: its status_code and body. */
-export class ChecksumMismatch extends Error {
-  readonly status_code = 460;
-  readonly body = 'Checksum Mismatch\n';
+/** @tus/server answers an error thrown by a store with its status_code and body. */
+export class TusStoreError extends Error {
+  constructor(
+    readonly status_code: number,
+    readonly body: string,
+  ) {
+    super(body.trim());
+  }
 }
 
 /**
- * @tus/file-store that counts the bytes it writes and verifies a chunk's Upload-Checksum: a chunk whose
- * digest does not match is cut off again (the file is truncated to the old offset) before the library
- * records a new offset, so the upload stays where it was.
+ * @tus/file-store with our own write: ChunkSize as the write buffer, a byte count for the metrics, and the
+ * checksum extension. A chunk whose Upload-Checksum does not match (or that broke off, so it cannot be
+ * checked) is cut off again before the library records a new offset, so the upload stays where it was.
  */
 export class CountingFileStore extends FileStore {
   constructor(
     storeDir: string,
-    /** Upload-Expires and the 410 for PATCHes after it; deleting is sweepTusUploads' job. */
-    expirationMs: number,
-    private readonly counters: TusCounters,
-    private readonly checksums: AsyncLocalStorage<ExpectedChecksum>,
+    private readonly options: {
+      /** Upload-Expires and the 410 for PATCHes after it; deleting is sweepTusUploads' job. */
+      expirationMs: number;
+      chunkSize: number;
+      counters: TusCounters;
+      checksums: AsyncLocalStorage<ExpectedChecksum>;
+    },
   ) {
-    super({ directory: path.join(storeDir, '.hmac', 'tus'), expirationPeriodInMilliseconds: expirationMs });
+    super({ directory: path.join(storeDir, '.hmac', 'tus'), expirationPeriodInMilliseconds: options.expirationMs });
     // Concatenation is done by our router (the library answers 501); checksums here.
     this.extensions = [...this.extensions, 'checksum', 'concatenation'];
   }
 
-  override async write(...[readable, id, offset]: Parameters<FileStore['write']>): Promise<number> {
-    const expected = this.checksums.getStore();
-    if (!expected) return this.counted(offset, await super.write(readable, id, offset));
-    const hash = createHash(expected.algorithm);
-    const hashing = new Transform({
+  override async write(readable: Readable, id: string, offset: number): Promise<number> {
+    const expected = this.options.checksums.getStore();
+    const hash = expected ? createHash(expected.algorithm) : undefined;
+    let received = 0;
+    const tap = new Transform({
       transform(chunk: Buffer, _encoding, callback) {
-        hash.update(chunk);
+        received += chunk.length;
+        hash?.update(chunk);
         callback(null, chunk);
       },
     });
-    pipeline(readable, hashing, () => undefined);
-    const newOffset = await super.write(hashing, id, offset);
-    if (hash.digest('base64') !== expected.digest) {
-      await truncate(path.join(this.directory, id), offset);
-      throw new ChecksumMismatch();
+    // Ids reach the store only after the router matched UPLOAD_ID, so this stays inside the directory.
+    const file = path.join(this.directory, id);
+    try {
+      await pipeline(readable, tap, createWriteStream(file, { flags: 'r+', start: offset, highWaterMark: this.options.chunkSize }));
+    } catch {
+      if (hash) await truncate(file, offset);
+      throw new TusStoreError(ERRORS.FILE_WRITE_ERROR.status_code, ERRORS.FILE_WRITE_ERROR.body);
     }
-    return this.counted(offset, newOffset);
-  }
-
-  private counted(before: number, after: number): number {
-    this.counters.bytesReceived += after - before;
-    return after;
+    if (hash && hash.digest('base64') !== expected!.digest) {
+      await truncate(file, offset);
+      throw new TusStoreError(460, 'Checksum Mismatch\n');
+    }
+    this.options.counters.bytesReceived += received;
+    return offset + received;
   }
 }
 
