@@ -116,6 +116,11 @@ export function tusRouter(deps: TusRouterDeps): Router {
     }
     // The staging file of a committed upload is a link to the served file: it must never be written again.
     if (req.method === 'PATCH' && metadata[COMMITTED_KEY]) throw httpError('E_EXISTS', { message: 'Upload already finished' });
+    // tus 1.0.0: a body (PATCH, or creation-with-upload) "MUST" be application/offset+octet-stream.
+    const hasBody = req.method === 'PATCH' || (req.method === 'POST' && Number(req.get('Content-Length') ?? 0) > 0);
+    if (hasBody && req.get('Content-Type')?.split(';')[0]?.trim().toLowerCase() !== 'application/offset+octet-stream') {
+      throw httpError('E_MEDIA_TYPE', { message: 'Content-Type must be application/offset+octet-stream' });
+    }
     const concat = req.get('Upload-Concat');
     if (req.method === 'POST' && concat !== undefined) {
       if (concat.trim() === 'partial') {

@@ -43,6 +43,7 @@ export const CATALOGUE = {
   E_PRECONDITION: [412, 'Precondition failed'],
   E_TOO_LARGE: [413, 'File too large'],
   E_SIZE_MISMATCH: [413, 'Size does not match the upload slot'],
+  E_MEDIA_TYPE: [415, 'Unsupported media type'],
   E_RANGE: [416, 'Range not satisfiable'],
   E_INTERNAL: [500, 'Internal server error'],
   E_UNAVAILABLE: [503, 'Service unavailable'],

@@ -50,6 +50,14 @@ describe('tus protocol over raw HTTP', () => {
     }
   });
 
+  it('answers 415 to a body that is not application/offset+octet-stream', async () => {
+    const location = await create(alice, 4, 'm.txt');
+    assert.equal((await patch(alice, location, 0, Buffer.from('abcd'), { 'Content-Type': 'text/plain' })).status, 415);
+    const post = await rawRequest(server.url, 'POST', '/files/', { ...TUS, ...auth(alice), 'Upload-Length': 4, 'Upload-Metadata': meta({ filename: 'm.txt' }), 'Content-Type': 'text/plain' }, Buffer.from('abcd'));
+    assert.equal(post.status, 415);
+    assert.equal((await patch(alice, location, 0, Buffer.from('abcd'))).status, 204);
+  });
+
   it('answers 409 to a PATCH at the wrong offset and keeps the offset', async () => {
     const location = await create(alice, 10);
     assert.equal((await patch(alice, location, 0, Buffer.from('01234'))).status, 204);
