@@ -1,27 +1,35 @@
-// A real Prosody (Debian's package) with mod_http_upload_external pointed at our server, run from a private
-// config so tests need no system service, touch nothing in /etc and listen on loopback only.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+// A real Prosody (Debian's package) whose upload component points at our server, run from a private config so
+// tests need no system service, touch nothing in /etc and listen on loopback only. The component is either
+// mod_http_upload_external (prosody-modules; Prosody signs ?v=/?v2= MACs) or Prosody's built-in
+// mod_http_file_share with http_file_share_base_url (Prosody signs a JWT sent as "Authorization: Bearer").
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { ensureDebianPackages } from './debian-packages.js';
+import { acceptsConnections, freePort, startDaemon, type Daemon } from './local-daemon.js';
+import { startTestServer, type TestServer } from './test-server.js';
+import { E2E_PASSWORD } from './xmpp-clients.js';
 
 const run = promisify(execFile);
 
 export const UPLOAD_MODULE = '/usr/lib/prosody/modules/mod_http_upload_external/mod_http_upload_external.lua';
 
-/** What startProsody runs, mapped to the Debian package that provides it. */
-export const PROSODY_BINARIES: Record<string, string> = {
-  prosody: 'prosody',
-  prosodyctl: 'prosody',
-  openssl: 'openssl',
-  [UPLOAD_MODULE]: 'prosody-modules',
-};
+const PROSODY_ITSELF: Record<string, string> = { prosody: 'prosody', prosodyctl: 'prosody', openssl: 'openssl' };
 
-export interface ProsodyOptions {
+/** What startProsody runs, mapped to the Debian package that provides it. */
+export const PROSODY_BINARIES: Record<string, string> = { ...PROSODY_ITSELF, [UPLOAD_MODULE]: 'prosody-modules' };
+
+export const FILE_SHARE_MODULE = '/usr/lib/prosody/modules/mod_http_file_share.lua';
+
+/** The same for the http_file_share mode: the module ships with prosody itself, prosody-modules is not needed. */
+export const PROSODY_FILE_SHARE_BINARIES: Record<string, string> = { ...PROSODY_ITSELF, [FILE_SHARE_MODULE]: 'prosody' };
+
+/** `Component "upload.<domain>" "http_upload_external"` (the default when `upload` is left out). */
+export interface UploadExternalOptions {
+  upload?: 'http_upload_external';
   /** Where slots point: must end in '/' (PROTOCOL.md, "URLs"). */
   uploadBaseUrl: string;
   secret: string;
@@ -29,10 +37,32 @@ export interface ProsodyOptions {
   fileSizeLimit: number;
 }
 
+/**
+ * `Component "upload.<domain>" "http_file_share"` with an external base URL. Prosody 0.12.3 builds the slot URL
+ * with LuaSocket's url.parse_path/build_path, so a trailing '/' on baseUrl makes no difference: both give
+ * `<baseUrl without '/'>/<slot>/<percent-encoded filename>`. With a base URL set the module neither loads
+ * mod_http nor serves or prunes files, so no HTTP listener is needed.
+ */
+export interface FileShareOptions {
+  upload: 'http_file_share';
+  baseUrl: string;
+  secret: string;
+  /** http_file_share_size_limit in bytes (Prosody's default is 10 MiB). */
+  sizeLimit: number;
+  /** http_file_share_expires_after in seconds, sent as the JWT `expires` claim; Prosody's default is 7 days. */
+  expiresAfter?: number;
+}
+
+export type ProsodyOptions = UploadExternalOptions | FileShareOptions;
+
 export interface RunningProsody {
   domain: string;
+  /** The upload component's JID, `upload.<domain>`. */
+  uploadJid: string;
   /** The loopback c2s port (STARTTLS with a self-signed certificate). */
   port: number;
+  /** Prosody's log so far (info and above), for a failed test's report. */
+  log(): Promise<string>;
   register(user: string, pass: string): Promise<void>;
   stop(): Promise<void>;
 }
@@ -40,22 +70,30 @@ export interface RunningProsody {
 const DOMAIN = 'example.test';
 const READY_TIMEOUT_MS = 15_000;
 
-/** Asks the kernel for a free loopback port. Another process could take it before Prosody binds; unlikely. */
-export async function freePort(): Promise<number> {
-  const probe = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = probe.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
-}
-
 /** A Lua string literal; control characters, quotes and backslashes become decimal escapes. */
 function lua(value: string): string {
   const escape = (c: string) => (c < ' ' || c === '\x7f' || c === '"' || c === '\\' ? `\\${c.charCodeAt(0).toString().padStart(3, '0')}` : c);
   return `"${Array.from(value, escape).join('')}"`;
+}
+
+function uploadComponent(options: ProsodyOptions): string {
+  const host = lua(`upload.${DOMAIN}`);
+  if (options.upload === 'http_file_share') {
+    return `Component ${host} "http_file_share"
+  http_file_share_base_url = ${lua(options.baseUrl)}
+  http_file_share_secret = ${lua(options.secret)}
+  http_file_share_size_limit = ${Math.trunc(options.sizeLimit)}
+  -- Each user's daily quota defaults to ten times the size limit (counted per slot issued), which a test with a
+  -- small limit can reach; keep it out of the way.
+  http_file_share_daily_quota = ${Math.trunc(options.sizeLimit) * 100}
+${options.expiresAfter === undefined ? '' : `  http_file_share_expires_after = ${Math.trunc(options.expiresAfter)}\n`}`;
+  }
+  return `Component ${host} "http_upload_external"
+  http_upload_external_base_url = ${lua(options.uploadBaseUrl)}
+  http_upload_external_secret = ${lua(options.secret)}
+  http_upload_external_protocol = ${lua(options.protocol)}
+  http_upload_external_file_size_limit = ${Math.trunc(options.fileSizeLimit)}
+`;
 }
 
 function configText(dir: string, port: number, options: ProsodyOptions): string {
@@ -90,50 +128,23 @@ allow_registration = false
 
 VirtualHost ${lua(DOMAIN)}
 
-Component ${lua(`upload.${DOMAIN}`)} "http_upload_external"
-  http_upload_external_base_url = ${lua(options.uploadBaseUrl)}
-  http_upload_external_secret = ${lua(options.secret)}
-  http_upload_external_protocol = ${lua(options.protocol)}
-  http_upload_external_file_size_limit = ${Math.trunc(options.fileSizeLimit)}
-`;
-}
-
-async function acceptsConnections(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
+${uploadComponent(options)}`;
 }
 
 export async function startProsody(options: ProsodyOptions): Promise<RunningProsody> {
-  if (!options.uploadBaseUrl.endsWith('/')) throw new Error(`uploadBaseUrl must end in '/': ${options.uploadBaseUrl}`);
-  await ensureDebianPackages(PROSODY_BINARIES);
+  if (options.upload !== 'http_file_share' && !options.uploadBaseUrl.endsWith('/')) {
+    throw new Error(`uploadBaseUrl must end in '/': ${options.uploadBaseUrl}`);
+  }
+  await ensureDebianPackages(options.upload === 'http_file_share' ? PROSODY_FILE_SHARE_BINARIES : PROSODY_BINARIES);
 
   const dir = await mkdtemp(path.join(os.tmpdir(), 'hfs-prosody-'));
   const configFile = path.join(dir, 'prosody.cfg.lua');
   const logFile = path.join(dir, 'prosody.log');
-  let output = '';
-  let child: ChildProcess | undefined;
-  let exited: Promise<void> | undefined;
-  let hasExited = false;
+  let daemon: Daemon | undefined;
 
   const stop = async (): Promise<void> => {
-    if (child?.pid !== undefined && exited && !hasExited) {
-      child.kill('SIGTERM');
-      if (!(await Promise.race([exited.then(() => true), sleep(5000, false)]))) {
-        child.kill('SIGKILL');
-        await exited;
-      }
-    }
+    await daemon?.stop({ graceMs: 5000 });
     await rm(dir, { recursive: true, force: true });
-  };
-  const failure = async (why: string): Promise<Error> => {
-    const log = await readFile(logFile, 'utf8').catch(() => '');
-    return new Error(`${why}\n--- prosody output ---\n${output}\n--- ${logFile} ---\n${log.slice(-4000)}`);
   };
 
   try {
@@ -153,28 +164,61 @@ export async function startProsody(options: ProsodyOptions): Promise<RunningPros
       await run('prosodyctl', ['--config', configFile, 'register', user, DOMAIN, pass]);
     };
 
-    child = spawn('prosody', ['-F', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const collect = (chunk: Buffer) => {
-      output = (output + chunk.toString('utf8')).slice(-8000);
-    };
-    child.stdout?.on('data', collect);
-    child.stderr?.on('data', collect);
-    const started = child;
-    exited = new Promise<void>((resolve) => started.once('exit', () => resolve())).then(() => {
-      hasExited = true;
+    daemon = startDaemon('prosody', 'prosody', ['-F', '--config', configFile], { logFile });
+    await daemon.waitUntilReady(() => acceptsConnections(port), {
+      timeoutMs: READY_TIMEOUT_MS,
+      pollMs: 100,
+      notReady: `prosody did not listen on 127.0.0.1:${port} within ${READY_TIMEOUT_MS} ms`,
     });
-    const spawnError = new Promise<Error>((resolve) => started.once('error', resolve));
-
-    const deadline = Date.now() + READY_TIMEOUT_MS;
-    while (!(await acceptsConnections(port))) {
-      const err = await Promise.race([spawnError, sleep(100, undefined)]);
-      if (err) throw await failure(`prosody could not be started: ${err.message}`);
-      if (hasExited) throw await failure('prosody exited during startup');
-      if (Date.now() > deadline) throw await failure(`prosody did not listen on 127.0.0.1:${port} within ${READY_TIMEOUT_MS} ms`);
-    }
-    return { domain: DOMAIN, port, register, stop };
+    const log = () => readFile(logFile, 'utf8').catch(() => '');
+    return { domain: DOMAIN, uploadJid: `upload.${DOMAIN}`, port, log, register, stop };
   } catch (err) {
     await stop();
     throw err;
   }
+}
+
+/** What prosodyRig starts for one describe block. */
+export interface ProsodyRig {
+  server: TestServer;
+  prosody: RunningProsody;
+  /** A private folder for the files the clients upload. */
+  workDir: string;
+}
+
+/**
+ * Mocha hooks for the calling describe block: before its tests, our server and a Prosody whose upload component
+ * component(server) describes, with these users registered (password E2E_PASSWORD); after a failed test, the end
+ * of both logs on stderr; after all, everything stopped and removed. Returns a getter for what is running.
+ */
+export function prosodyRig(component: (server: TestServer) => ProsodyOptions, users: readonly string[]): () => ProsodyRig {
+  let server: TestServer | undefined;
+  let prosody: RunningProsody | undefined;
+  let workDir: string | undefined;
+
+  before(async function () {
+    workDir = await mkdtemp(path.join(os.tmpdir(), 'hfs-e2e-'));
+    server = await startTestServer({ MaxUploadSize: '50MiB' });
+    prosody = await startProsody(component(server));
+    for (const user of users) await prosody.register(user, E2E_PASSWORD);
+  });
+
+  afterEach(async function () {
+    // The server's own account of a failed step is the fastest way to the cause.
+    if (this.currentTest?.state === 'failed') {
+      console.error(server?.logs.slice(-20).join('\n'));
+      console.error((await prosody?.log())?.slice(-3000));
+    }
+  });
+
+  after(async function () {
+    await prosody?.stop();
+    await server?.close();
+    if (workDir) await rm(workDir, { recursive: true, force: true });
+  });
+
+  return () => {
+    assert.ok(server && prosody && workDir, 'prosodyRig: its before hook has not run or failed');
+    return { server, prosody, workDir };
+  };
 }
