@@ -235,6 +235,7 @@ describe('tus checksum and concatenation extensions', () => {
     for (const ext of ['creation', 'creation-with-upload', 'creation-defer-length', 'termination', 'expiration', 'checksum', 'concatenation']) assert.ok(extensions.includes(ext), ext);
     assert.equal(res.headers['tus-checksum-algorithm'], 'md5,sha1,sha256');
     assert.equal(res.headers['tus-version'], '1.0.0');
+    assert.equal(res.headers['tus-max-size'], String(server.config.MaxUploadSize));
     assert.match(String(res.headers['access-control-allow-headers']), /Authorization/);
   });
 
@@ -336,5 +337,18 @@ describe('tus downloads and the grant command', () => {
     assert.equal(tooBig.status, 413);
     assert.equal((await runCli(['grant', '--config', configFile, '--subject', 'carol'])).code, 2);
     await rm(dir, { recursive: true, force: true });
+  });
+});
+
+describe('tus door switched off', () => {
+  it('is not mounted when ResumableUploadsEnabled and ChunkedUploadsEnabled are both false', async () => {
+    const server = await startTestServer({ ResumableUploadsEnabled: false, ChunkedUploadsEnabled: false });
+    try {
+      const res = await rawRequest(server.url, 'POST', '/files/', { ...TUS, Authorization: `Bearer ${await grantFor(server)}`, 'Upload-Length': 1 });
+      assert.equal(res.status, 404);
+      assert.equal(server.running.tus, undefined);
+    } finally {
+      await server.close();
+    }
   });
 });
