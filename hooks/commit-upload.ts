@@ -4,7 +4,7 @@
 import { rm } from 'node:fs/promises';
 import type { Logger } from '../server/logger.js';
 import type { FileLayout } from '../stores/file-layout.js';
-import type { FileMetadata } from '../stores/file-metadata.js';
+import type { FileMetadata, StoredEncryption } from '../stores/file-metadata.js';
 import { checkExtension } from './extension-check.js';
 import { placeFile } from './place.js';
 
@@ -21,6 +21,9 @@ export interface StagedUpload {
   client: string;
   owner?: string;
   expiresAt?: Date;
+  /** Hex SHA-256 of the plaintext. */
+  sha256?: string;
+  encryption?: StoredEncryption;
 }
 
 export interface CommitDeps {
@@ -43,6 +46,8 @@ export function createCommitUpload(deps: CommitDeps): CommitUpload {
         createdAt: now().toISOString(),
         ...(upload.owner !== undefined ? { owner: upload.owner } : {}),
         ...(upload.expiresAt !== undefined ? { expiresAt: upload.expiresAt.toISOString() } : {}),
+        ...(upload.sha256 !== undefined ? { sha256: upload.sha256 } : {}),
+        ...(upload.encryption !== undefined ? { encryption: upload.encryption } : {}),
       };
       await placeFile(layout, upload.stagingPath, meta);
       deps.logger.info('upload.committed', { path: upload.path, size: upload.size, via: upload.via, client: upload.client });

@@ -1,7 +1,6 @@
 // tus concatenation extension, final step: "Upload-Concat: final;<url> <url> …" joins finished partial
 // uploads of the same subject into one new upload, which is then committed like any other. @tus/server
 // answers 501 to Upload-Concat, so the router sends such a POST here instead.
-import { createReadStream } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -38,7 +37,7 @@ function partialIds(header: string, tusPath: string): string[] {
 
 export async function concatenateFinal(deps: ConcatDeps, req: IncomingMessage, grant: Grant, concatHeader: string, metadataHeader: string | undefined): Promise<ConcatResult> {
   const ids = partialIds(concatHeader, deps.tusPath);
-  const parts: Array<{ path: string; size: number }> = [];
+  const parts: Array<{ id: string; size: number }> = [];
   for (const id of ids) {
     const record = await deps.store.configstore.get(id);
     if (!record?.metadata?.[PARTIAL_KEY]) throw httpError('E_BAD_REQUEST', { message: 'Upload-Concat names an unknown partial upload' });
@@ -47,7 +46,7 @@ export async function concatenateFinal(deps: ConcatDeps, req: IncomingMessage, g
     const { size } = await stat(dataPath);
     // "The Server MUST NOT concatenate partial uploads that are not finished."
     if (record.size === undefined || size !== record.size) throw httpError('E_BAD_REQUEST', { message: 'Partial upload not finished' });
-    parts.push({ path: dataPath, size });
+    parts.push({ id, size });
   }
   const total = parts.reduce((sum, part) => sum + part.size, 0);
   if (total > Math.min(deps.maxUploadSize, grant.maxSize)) throw httpError('E_TOO_LARGE');
@@ -63,9 +62,11 @@ export async function concatenateFinal(deps: ConcatDeps, req: IncomingMessage, g
   try {
     upload.metadata = (await deps.hooks.onUploadCreate(tusReq, upload)).metadata;
     await deps.store.create(upload);
+    // Each partial is decrypted with its own IV; the final upload's write encrypts with its own.
+    const store = deps.store;
     const joined = Readable.from(
       (async function* () {
-        for (const part of parts) yield* createReadStream(part.path);
+        for (const part of parts) yield* await store.plaintextOf(part.id);
       })(),
     );
     upload.offset = await deps.store.write(joined, upload.id, 0);

@@ -4,14 +4,17 @@
 import type { IncomingMessage } from 'node:http';
 import type { Request as ExpressRequest } from 'express';
 import type { Locker, Upload } from '@tus/utils';
-import type { DataStore } from '@tus/utils';
+
 import { HttpError, httpError, toHttp } from '../server/errors.js';
 import type { Logger } from '../server/logger.js';
 import type { Grant } from '../middleware/upload-grant.js';
 import type { CommitUpload } from './commit-upload.js';
 import { checkExtension } from './extension-check.js';
 import { encodeSlotPath } from '../server/cli-sign.js';
+import { newEncryption } from '../stores/at-rest.js';
 import { validateSlotPath, type FileLayout } from '../stores/file-layout.js';
+import type { KeyRing } from '../stores/key-ring.js';
+import { IV_KEY, KEY_ID_KEY, type CountingFileStore } from '../stores/tus-store.js';
 
 /** Metadata keys the server sets; a client sending them has them removed. */
 export const OWNER_KEY = 'hfs_owner';
@@ -34,7 +37,8 @@ export interface TusHookDeps {
   /** Requests that created an Upload-Concat: partial upload (the header is taken off before the library). */
   partials: WeakSet<IncomingMessage>;
   layout: FileLayout;
-  store: DataStore;
+  store: CountingFileStore;
+  keys: KeyRing;
   locker: Locker;
   commitUpload: CommitUpload;
   logger: Logger;
@@ -74,15 +78,18 @@ export function createTusHooks(deps: TusHookDeps) {
         if (!grant) throw httpError('E_MAC_MISSING');
         const client = Object.fromEntries(Object.entries(upload.metadata ?? {}).filter(([key]) => !key.startsWith('hfs_')));
         const node = nodeRequestOf(req);
+        // Encrypted from the first byte on: the key and IV live in the tus record, so every PATCH can seek.
+        const encryption = newEncryption(deps.keys);
+        const ours = { [OWNER_KEY]: grant.subject, ...(encryption ? { [KEY_ID_KEY]: encryption.stored.keyId, [IV_KEY]: encryption.stored.iv } : {}) };
         // A partial has no name of its own: the final upload that concatenates it is checked like any other.
-        if (node && deps.partials.has(node)) return Promise.resolve({ metadata: { ...client, [OWNER_KEY]: grant.subject, [PARTIAL_KEY]: '1' } });
+        if (node && deps.partials.has(node)) return Promise.resolve({ metadata: { ...client, ...ours, [PARTIAL_KEY]: '1' } });
         const filename = client.filename ?? client.name;
         if (!filename) throw httpError('E_BAD_REQUEST', { message: 'Upload-Metadata needs a filename' });
         if (filename.includes('/')) throw httpError('E_BAD_PATH');
         if (grant.filename !== undefined && grant.filename !== filename) throw httpError('E_SLOT_MISMATCH', { message: 'File name not allowed by this grant' });
         const target = validateSlotPath(`${grant.prefix !== undefined ? `${grant.prefix}/` : ''}${upload.id}/${filename}`);
         checkExtension(deps.allowedExtensions, target);
-        return Promise.resolve({ metadata: { ...client, [OWNER_KEY]: grant.subject, [TARGET_KEY]: target } });
+        return Promise.resolve({ metadata: { ...client, ...ours, [TARGET_KEY]: target } });
       } catch (err) {
         return Promise.reject(new TusHookError(err));
       }
@@ -97,6 +104,7 @@ export function createTusHooks(deps: TusHookDeps) {
         const target = metadata[TARGET_KEY];
         if (!target || upload.storage?.path === undefined || upload.size === undefined) throw new Error(`tus upload ${upload.id} lacks its target`);
         const node = nodeRequestOf(req) as ExpressRequest | undefined;
+        const encryption = await deps.store.encryptionOf(upload.id);
         await deps.commitUpload(deps.layout, {
           path: target,
           stagingPath: upload.storage.path,
@@ -106,10 +114,11 @@ export function createTusHooks(deps: TusHookDeps) {
           via: 'tus',
           client: node?.ip ?? 'unknown',
           ...(metadata[OWNER_KEY] ? { owner: metadata[OWNER_KEY] } : {}),
+          sha256: await deps.store.digestOf(upload.id, upload.size),
+          ...(encryption ? { encryption } : {}),
         });
         upload.metadata = { ...metadata, [COMMITTED_KEY]: '1' };
-        const configstore = (deps.store as DataStore & { configstore?: { set(id: string, upload: Upload): Promise<void> } }).configstore;
-        await configstore?.set(upload.id, upload);
+        await deps.store.configstore.set(upload.id, upload);
         return { headers: { 'X-Download-URL': `/${deps.uploadSubDir}/${encodeSlotPath(target)}` } };
       } catch (err) {
         // A refused upload (extension, conflict, …) keeps nothing: its staging bytes go too.

@@ -1,6 +1,7 @@
 // The legacy XMPP door under each tenant prefix (default /<UploadSubDir>/): PUT with a slot signature
 // (v, v2, token query MACs or a file-share JWT), unauthenticated GET/HEAD, Metronome's DELETE, OPTIONS for
 // CORS, 405 otherwise.
+import { createHash } from 'node:crypto';
 import { Router, type Request, type RequestHandler } from 'express';
 import { httpError, type ErrorCode } from '../server/errors.js';
 import { logAuthFailure, type Logger } from '../server/logger.js';
@@ -9,7 +10,10 @@ import type { CommitUpload } from '../hooks/commit-upload.js';
 import { checkExtension } from '../hooks/extension-check.js';
 import type { CommittedFiles } from '../stores/committed-files.js';
 import { decodeSlotPath, type FileLayout } from '../stores/file-layout.js';
+import { newEncryption, cipherFor } from '../stores/at-rest.js';
+import type { KeyRing } from '../stores/key-ring.js';
 import { receiveToStaging } from '../stores/staging.js';
+import { tap } from '../stores/tap.js';
 import { sendDownload } from './download.js';
 import { allowedMethods, legacyHeaders } from './legacy-headers.js';
 import { HmacQueryVerifier, macMatchesAny } from './slot-verifier-hmac.js';
@@ -20,6 +24,7 @@ export interface LegacyRouterDeps {
   tenant: Tenant;
   layout: FileLayout;
   files: CommittedFiles;
+  keys: KeyRing;
   commitUpload: CommitUpload;
   logger: Logger;
   deleteSecret: string;
@@ -83,7 +88,15 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
     if (await files.exists(path)) throw httpError('E_EXISTS');
 
     if (req.get('Expect')?.toLowerCase() === '100-continue') res.writeContinue();
-    const staged = await receiveToStaging(req, { stagingPath: deps.layout.newStagingPath(), expectedSize: size, highWaterMark: deps.chunkSize });
+    // Hashed and (when on) encrypted in the stream: the staging file never holds plaintext of an encrypted upload.
+    const digest = createHash('sha256');
+    const encryption = newEncryption(deps.keys);
+    const staged = await receiveToStaging(req, {
+      stagingPath: deps.layout.newStagingPath(),
+      expectedSize: size,
+      highWaterMark: deps.chunkSize,
+      transforms: [tap((chunk) => digest.update(chunk)), ...cipherFor(encryption?.key, encryption?.stored, 0)],
+    });
     await deps.commitUpload(deps.layout, {
       path,
       stagingPath: staged.stagingPath,
@@ -93,6 +106,8 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
       client: clientOf(req),
       ...(grant.owner !== undefined ? { owner: grant.owner } : {}),
       ...(grant.expiresAt !== undefined ? { expiresAt: grant.expiresAt } : {}),
+      sha256: digest.digest('hex'),
+      ...(encryption ? { encryption: encryption.stored } : {}),
     });
     res.status(201).setHeader('Location', req.originalUrl.split('?')[0] ?? '');
     res.end();

@@ -12,6 +12,7 @@ import { legacyRouter } from '../middleware/legacy-router.js';
 import { requestLog } from '../middleware/request-log.js';
 import { CommittedFiles } from '../stores/committed-files.js';
 import type { FileLayout } from '../stores/file-layout.js';
+import type { KeyRing } from '../stores/key-ring.js';
 
 export interface TenantStore {
   tenant: Tenant;
@@ -23,6 +24,8 @@ export interface AppDeps {
   logger: Logger;
   /** Longest prefix first (tenantsOf's order). */
   tenants: readonly TenantStore[];
+  /** Encryption at rest: the current key (if on) and every key old files may need. */
+  keys: KeyRing;
 }
 
 export interface App {
@@ -31,7 +34,7 @@ export interface App {
   tus?: TusDoor;
 }
 
-export function createApp({ config, logger, tenants }: AppDeps): App {
+export function createApp({ config, logger, tenants, keys }: AppDeps): App {
   const app = express();
   app.disable('x-powered-by');
   app.set('case sensitive routing', true);
@@ -46,7 +49,7 @@ export function createApp({ config, logger, tenants }: AppDeps): App {
   let tus: TusDoor | undefined;
   const defaultTenant = tenants.find((t) => t.tenant.prefix === config.UploadSubDir);
   if ((config.ResumableUploadsEnabled || config.ChunkedUploadsEnabled) && defaultTenant) {
-    tus = createTusDoor({ config, logger, layout: defaultTenant.layout, files: new CommittedFiles(defaultTenant.layout), commitUpload });
+    tus = createTusDoor({ config, logger, keys, layout: defaultTenant.layout, files: new CommittedFiles(defaultTenant.layout, keys), commitUpload });
     app.use(config.TusPath.slice(0, -1), tus.router);
   }
   for (const { tenant, layout } of tenants) {
@@ -55,7 +58,8 @@ export function createApp({ config, logger, tenants }: AppDeps): App {
       legacyRouter({
         tenant,
         layout,
-        files: new CommittedFiles(layout),
+        files: new CommittedFiles(layout, keys),
+        keys,
         commitUpload,
         logger,
         deleteSecret: config.DeleteSecret,

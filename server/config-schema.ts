@@ -65,6 +65,13 @@ const extensions = () =>
     .array(text().regex(/^\.?[^./\\\0][^/\\\0]*$/, { error: 'an extension such as ".jpg"' }), { error: 'a list of extensions such as [".jpg", ".png"]' })
     .transform((list) => list.map((ext) => (ext.startsWith('.') ? ext : `.${ext}`).toLowerCase()));
 
+/** A 256-bit key in hex; the message names what is wrong, since a bad key must stop start-up. */
+const hexKey = () =>
+  text().superRefine((value, ctx) => {
+    if (!/^[0-9a-fA-F]*$/.test(value) || value.length % 2 === 1) ctx.addIssue({ code: 'custom', message: '64 hex characters (a 32-byte key); this is not hex (odd length or a non-hex character)' });
+    else if (value.length !== 64) ctx.addIssue({ code: 'custom', message: `64 hex characters (a 32-byte key), not ${value.length / 2} bytes` });
+  });
+
 const SEGMENT = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
 const PREFIX = /^[A-Za-z0-9_-][A-Za-z0-9._-]*(\/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$/;
 
@@ -128,8 +135,10 @@ export const configSchema = z.object({
   // Encryption
   AESEnabled: bool(),
   Method: z.enum(['aes', 'xor'], { error: 'one of "aes", "xor"' }),
-  AESKey: text(),
-  XORKey: text(),
+  AESKey: hexKey().or(z.literal('')),
+  XORKey: hexKey().or(z.literal('')),
+  PreviousAESKeys: z.array(hexKey(), { error: 'a list of keys of 64 hex characters' }),
+  PreviousXORKeys: z.array(hexKey(), { error: 'a list of keys of 64 hex characters' }),
   XOREnabled: bool(),
   // TLS
   EnableTLS: bool(),
@@ -219,6 +228,8 @@ export const DEFAULTS: { readonly [K in ConfigKey]-?: Exclude<ConfigInput[K], un
   Method: 'aes',
   AESKey: '',
   XORKey: '',
+  PreviousAESKeys: [],
+  PreviousXORKeys: [],
   XOREnabled: false,
   EnableTLS: false,
   CertDir: '/etc/ssl/certs',
@@ -252,8 +263,6 @@ export const DEFAULTS: { readonly [K in ConfigKey]-?: Exclude<ConfigInput[K], un
  * accepted but reported, so nobody believes a file is encrypted or scanned when it is not.
  */
 export const NOT_YET_ACTIVE: ReadonlyArray<readonly [ConfigKey, (c: Config) => boolean]> = [
-  ['AESEnabled', (c) => c.AESEnabled],
-  ['XOREnabled', (c) => c.XOREnabled],
   ['EnableTLS', (c) => c.EnableTLS],
   ['ClamAVEnabled', (c) => c.ClamAVEnabled],
   ['RedisEnabled', (c) => c.RedisEnabled],

@@ -46,6 +46,8 @@ export const CATALOGUE = {
   E_MEDIA_TYPE: [415, 'Unsupported media type'],
   E_RANGE: [416, 'Range not satisfiable'],
   E_INTERNAL: [500, 'Internal server error'],
+  E_KEY_UNKNOWN: [500, 'Stored file cannot be decrypted'],
+  E_INTEGRITY: [500, 'Stored file is damaged'],
   E_UNAVAILABLE: [503, 'Service unavailable'],
   E_DISK_FULL: [507, 'Insufficient storage'],
 } as const satisfies Record<string, readonly [number, string]>;

@@ -7,6 +7,7 @@ import { createHttpServer, listen, type Listener } from './listen.js';
 import type { Logger } from './logger.js';
 import { tenantsOf } from './tenants.js';
 import { FileLayout } from '../stores/file-layout.js';
+import { keyRingFrom } from '../stores/key-ring.js';
 
 export interface RunningServer extends Listener {
   /** Per tenant, longest prefix first; the default tenant (UploadSubDir) is among them. */
@@ -22,14 +23,17 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       return { tenant, layout };
     }),
   );
-  const { app, tus } = createApp({ config, logger, tenants });
+  const keys = keyRingFrom(config);
+  const { app, tus } = createApp({ config, logger, tenants, keys });
   const listener = await listen(createHttpServer(app, config), config);
   logger.info('server.listening', {
     address: listener.address,
     store: config.StoreDir,
     prefixes: tenants.map((t) => `/${t.tenant.prefix}/`).join(','),
     ...(tus ? { tus: config.TusPath } : {}),
+    encryption: keys.current?.id ?? 'off',
   });
+  if (keys.current?.method === 'xor') logger.warn('encryption.weak', { method: 'xor', note: 'XOR is obfuscation for compatibility, not encryption: use AESEnabled' });
   return {
     ...listener,
     tenants,

@@ -13,6 +13,7 @@ import { tusRouter } from '../middleware/tus-router.js';
 import { grantKey, type Grant } from '../middleware/upload-grant.js';
 import type { CommittedFiles } from '../stores/committed-files.js';
 import type { FileLayout } from '../stores/file-layout.js';
+import type { KeyRing } from '../stores/key-ring.js';
 import { CountingFileStore, newTusCounters, sweepTusUploads, type ExpectedChecksum, type TusCounters } from '../stores/tus-store.js';
 
 export interface TusDoor {
@@ -26,21 +27,23 @@ export interface TusDoor {
 export interface TusDoorDeps {
   config: Config;
   logger: Logger;
+  keys: KeyRing;
   layout: FileLayout;
   files: CommittedFiles;
   commitUpload: CommitUpload;
 }
 
-export function createTusDoor({ config, logger, layout, files, commitUpload }: TusDoorDeps): TusDoor {
+export function createTusDoor({ config, logger, keys, layout, files, commitUpload }: TusDoorDeps): TusDoor {
   const counters = newTusCounters();
   const checksums = new AsyncLocalStorage<ExpectedChecksum>();
-  const store = new CountingFileStore(config.StoreDir, { expirationMs: config.TusUploadExpiry, chunkSize: config.ChunkSize, counters, checksums });
+  const store = new CountingFileStore(config.StoreDir, { expirationMs: config.TusUploadExpiry, chunkSize: config.ChunkSize, counters, checksums, keys });
   const locker = new MemoryLocker();
   const grants = new WeakMap<IncomingMessage, Grant>();
   const partials = new WeakSet<IncomingMessage>();
   const hooks = createTusHooks({
     grants,
     partials,
+    keys,
     layout,
     store,
     locker,

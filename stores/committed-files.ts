@@ -1,22 +1,34 @@
 // Read and remove access to committed files: the data under the upload tree plus its metadata. Opening
-// refuses symlinks and anything whose commit has not finished (no metadata yet).
-import { constants, createReadStream, type ReadStream } from 'node:fs';
+// refuses symlinks and anything whose commit has not finished (no metadata yet), and hands out plaintext:
+// an encrypted file is decrypted from whatever offset is read; a file whose size does not match its record,
+// or whose key is gone, is an error before any byte is sent.
+import { constants, createReadStream } from 'node:fs';
+import type { Readable } from 'node:stream';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { FileLayout } from './file-layout.js';
+import { httpError } from '../server/errors.js';
+import { keyOf, plaintextStream } from './at-rest.js';
 import { readMetadata, removeMetadata, type FileMetadata } from './file-metadata.js';
+import type { KeyRing } from './key-ring.js';
 
 export interface OpenFile {
   meta: FileMetadata;
-  /** Bytes start..end inclusive, as Range counts them. Takes over the handle; close() is then a no-op. */
-  stream(start: number, end: number): ReadStream;
+  /**
+   * Plaintext bytes start..end inclusive, as Range counts them; a whole-file read also checks the recorded
+   * digest. Takes over the handle; close() is then a no-op.
+   */
+  stream(start: number, end: number): Readable;
   close(): Promise<void>;
 }
 
 const MISSING = new Set(['ENOENT', 'ENOTDIR', 'ELOOP', 'EISDIR']);
 
 export class CommittedFiles {
-  constructor(private readonly layout: FileLayout) {}
+  constructor(
+    private readonly layout: FileLayout,
+    private readonly keys: KeyRing,
+  ) {}
 
   async exists(slotPath: string): Promise<boolean> {
     return (await readMetadata(this.layout.metaPath(slotPath))) !== undefined;
@@ -26,6 +38,7 @@ export class CommittedFiles {
   async open(slotPath: string): Promise<OpenFile | undefined> {
     const meta = await readMetadata(this.layout.metaPath(slotPath));
     if (!meta) return undefined;
+    const key = meta.encryption ? keyOf(this.keys, meta.encryption, slotPath) : undefined;
     const dataPath = this.layout.dataPath(slotPath);
     let handle: FileHandle;
     try {
@@ -37,6 +50,8 @@ export class CommittedFiles {
     }
     try {
       await this.layout.assertInside(path.dirname(dataPath));
+      const { size } = await handle.stat();
+      if (size !== meta.size) throw httpError('E_INTEGRITY', { cause: new Error(`${slotPath}: ${size} bytes on disk, ${meta.size} recorded`) });
     } catch (err) {
       await handle.close();
       throw err;
@@ -46,7 +61,9 @@ export class CommittedFiles {
       meta,
       stream: (start, end) => {
         taken = true;
-        return createReadStream('', { fd: handle, start, end, autoClose: true });
+        const raw = createReadStream('', { fd: handle, start, end, autoClose: true });
+        const whole = start === 0 && end === meta.size - 1;
+        return plaintextStream(raw, { key, encryption: meta.encryption, start, wholeFileDigest: whole ? meta.sha256 : undefined, what: slotPath });
       },
       close: async () => {
         if (!taken) await handle.close();

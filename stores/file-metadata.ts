@@ -15,6 +15,18 @@ export interface FileMetadata {
   owner?: string;
   /** ISO 8601 time after which this file is gone (a file-share JWT's "expires"). */
   expiresAt?: string;
+  /** Hex SHA-256 of the plaintext, computed while the bytes streamed in. */
+  sha256?: string;
+  /** How the bytes on disk are encrypted; absent for a file stored plainly. */
+  encryption?: StoredEncryption;
+}
+
+export interface StoredEncryption {
+  method: 'aes' | 'xor';
+  /** Which key of the ring (KeyRing.byId) wrote it. */
+  keyId: string;
+  /** Hex IV, random per file. */
+  iv: string;
 }
 
 function isMetadata(value: unknown): value is FileMetadata {

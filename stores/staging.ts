@@ -2,9 +2,10 @@
 // On any failure the staging file is removed, so an aborted upload leaves nothing behind.
 import { createWriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { Transform, type Readable } from 'node:stream';
+import type { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { httpError } from '../server/errors.js';
+import { tap } from './tap.js';
 
 export interface StagedBytes {
   stagingPath: string;
@@ -23,12 +24,7 @@ export interface ReceiveOptions {
 
 export async function receiveToStaging(source: Readable, options: ReceiveOptions): Promise<StagedBytes> {
   let size = 0;
-  const count = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      size += chunk.length;
-      callback(null, chunk);
-    },
-  });
+  const count = tap((chunk) => (size += chunk.length));
   // flush: the data is fsynced before the close that ends the pipeline, so a commit never links a file
   // whose bytes are still only in the page cache.
   const sink = createWriteStream(options.stagingPath, { flags: 'wx', mode: 0o600, flush: true, highWaterMark: options.highWaterMark });

@@ -8,14 +8,22 @@
 // final offset; the sweep removes it (never the committed file) once the upload has expired.
 import { FileStore } from '@tus/file-store';
 import type { AsyncLocalStorage } from 'node:async_hooks';
-import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { readdir, stat, truncate } from 'node:fs/promises';
-import { Transform, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ERRORS } from '@tus/utils';
 import path from 'node:path';
 import type { Logger } from '../server/logger.js';
+import { cipherFor, keyOf, plaintextStream } from './at-rest.js';
+import type { StoredEncryption } from './file-metadata.js';
+import type { KeyRing } from './key-ring.js';
+import { tap } from './tap.js';
+
+/** tus record metadata keys under which an upload's encryption is kept (set at creation). */
+export const KEY_ID_KEY = 'hfs_key';
+export const IV_KEY = 'hfs_iv';
 
 
 /** Our naming function's shape (32 lower-case hex); anything else is refused before it reaches the store. */
@@ -68,6 +76,7 @@ export class CountingFileStore extends FileStore {
       chunkSize: number;
       counters: TusCounters;
       checksums: AsyncLocalStorage<ExpectedChecksum>;
+      keys: KeyRing;
     },
   ) {
     super({ directory: path.join(storeDir, '.hmac', 'tus'), expirationPeriodInMilliseconds: options.expirationMs });
@@ -75,30 +84,70 @@ export class CountingFileStore extends FileStore {
     this.extensions = [...this.extensions, 'checksum', 'concatenation'];
   }
 
+  /** Running plaintext SHA-256 per upload, as long as its chunks arrive in order in this process. */
+  private readonly digests = new Map<string, { offset: number; hash: Hash }>();
+
+  /** How an upload's bytes are encrypted on disk, from its tus record; undefined when stored plainly. */
+  async encryptionOf(id: string): Promise<StoredEncryption | undefined> {
+    const metadata = (await this.configstore.get(id))?.metadata ?? {};
+    const keyId = metadata[KEY_ID_KEY];
+    const iv = metadata[IV_KEY];
+    if (!keyId || !iv) return undefined;
+    const key = keyOf(this.options.keys, { method: keyId.startsWith('xor-') ? 'xor' : 'aes', keyId, iv }, `tus upload ${id}`);
+    return { method: key.method, keyId, iv };
+  }
+
+  /** The plaintext of an upload's staging bytes (for concatenation and for a digest after a restart). */
+  async plaintextOf(id: string): Promise<Readable> {
+    const encryption = await this.encryptionOf(id);
+    const key = encryption ? keyOf(this.options.keys, encryption, `tus upload ${id}`) : undefined;
+    return plaintextStream(createReadStream(path.join(this.directory, id)), { key, encryption, start: 0, what: `tus upload ${id}` });
+  }
+
+  /** Hex SHA-256 of a finished upload's plaintext: from the running hash, or by reading it once more. */
+  async digestOf(id: string, size: number): Promise<string> {
+    const running = this.digests.get(id);
+    this.digests.delete(id);
+    if (running?.offset === size) return running.hash.digest('hex');
+    const hash = createHash('sha256');
+    for await (const chunk of await this.plaintextOf(id)) hash.update(chunk as Buffer);
+    return hash.digest('hex');
+  }
+
+  override async remove(id: string): Promise<void> {
+    this.digests.delete(id);
+    await super.remove(id);
+  }
+
   override async write(readable: Readable, id: string, offset: number): Promise<number> {
     const expected = this.options.checksums.getStore();
-    const hash = expected ? createHash(expected.algorithm) : undefined;
+    const checksum = expected ? createHash(expected.algorithm) : undefined;
+    const running = this.digests.get(id);
+    const digest = offset === 0 ? createHash('sha256') : running?.offset === offset ? running.hash.copy() : undefined;
+    const encryption = await this.encryptionOf(id);
+    const key = encryption ? keyOf(this.options.keys, encryption, `tus upload ${id}`) : undefined;
     let received = 0;
-    const tap = new Transform({
-      transform(chunk: Buffer, _encoding, callback) {
-        received += chunk.length;
-        hash?.update(chunk);
-        callback(null, chunk);
-      },
+    const seen = tap((chunk) => {
+      received += chunk.length;
+      checksum?.update(chunk);
+      digest?.update(chunk);
     });
     // Ids reach the store only after the router matched UPLOAD_ID, so this stays inside the directory.
     const file = path.join(this.directory, id);
     try {
-      await pipeline(readable, tap, createWriteStream(file, { flags: 'r+', start: offset, highWaterMark: this.options.chunkSize }));
+      await pipeline([readable, seen, ...cipherFor(key, encryption, offset), createWriteStream(file, { flags: 'r+', start: offset, highWaterMark: this.options.chunkSize })]);
     } catch {
-      if (hash) await truncate(file, offset);
+      if (checksum) await truncate(file, offset);
+      this.digests.delete(id);
       throw new TusStoreError(ERRORS.FILE_WRITE_ERROR.status_code, ERRORS.FILE_WRITE_ERROR.body);
     }
-    if (hash && hash.digest('base64') !== expected!.digest) {
+    if (checksum && checksum.digest('base64') !== expected!.digest) {
       await truncate(file, offset);
       throw new TusStoreError(460, 'Checksum Mismatch\n');
     }
     this.options.counters.bytesReceived += received;
+    if (digest) this.digests.set(id, { offset: offset + received, hash: digest });
+    else this.digests.delete(id);
     return offset + received;
   }
 }
