@@ -33,17 +33,24 @@ export function cipherFor(key: EncryptionKey | undefined, encryption: StoredEncr
   return key && encryption ? [cipherAt(key, Buffer.from(encryption.iv, 'hex'), offset)] : [];
 }
 
-/** Fails the stream at its end when the bytes it carried do not hash to the recorded digest. */
+/**
+ * Fails the stream at its end when the bytes it carried do not hash to the recorded digest. The last chunk
+ * is held back until the digest is known, so a damaged file never reaches a client complete: the transfer
+ * ends short of its Content-Length and the client sees an error, not plausible garbage.
+ */
 function verifyDigest(expectedHex: string, what: string): Transform {
   const hash = createHash('sha256');
+  let held: Buffer | undefined;
   return new Transform({
     transform(chunk: Buffer, _encoding, callback) {
       hash.update(chunk);
-      callback(null, chunk);
+      const previous = held;
+      held = chunk;
+      callback(null, previous);
     },
     flush(callback) {
       const actual = hash.digest('hex');
-      if (actual === expectedHex) callback();
+      if (actual === expectedHex) callback(null, held);
       else callback(httpError('E_INTEGRITY', { cause: new Error(`${what}: sha256 ${actual} does not match the recorded ${expectedHex}`) }));
     },
   });

@@ -26,9 +26,11 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
+/** A StoreDir given in overrides is the caller's (a restart on the same files) and is kept on close. */
 export async function startTestServer(overrides: Partial<ConfigInput> = {}): Promise<TestServer> {
-  const storeDir = await mkdtemp(path.join(os.tmpdir(), 'hfs-store-'));
-  const { config } = buildConfig({ Secret: TEST_SECRET, ListenIP: '127.0.0.1', ListenPort: 0, StoreDir: storeDir, LogLevel: 'debug', ...overrides }, storeDir);
+  const ownStore = overrides.StoreDir === undefined;
+  const storeDir = overrides.StoreDir ?? (await mkdtemp(path.join(os.tmpdir(), 'hfs-store-')));
+  const { config } = buildConfig({ Secret: TEST_SECRET, ListenIP: '127.0.0.1', ListenPort: 0, LogLevel: 'debug', ...overrides, StoreDir: storeDir }, storeDir);
   const logs: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _encoding, callback) {
@@ -60,7 +62,7 @@ export async function startTestServer(overrides: Partial<ConfigInput> = {}): Pro
     close: async () => {
       await running.close(0);
       logger.close();
-      await rm(storeDir, { recursive: true, force: true });
+      if (ownStore) await rm(storeDir, { recursive: true, force: true });
     },
   };
 }
