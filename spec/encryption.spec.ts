@@ -112,6 +112,18 @@ for (const [method, overrides] of [
       }
     });
 
+    it('joins encrypted partials of a parallel tus upload into one file', async () => {
+      const data = randomBytes(500_001);
+      const { downloadUrl } = await tusUpload(server, data, grant, { parallelUploads: 3, metadata: { filename: 'parallel.bin' } });
+      assert.equal(sha256((await get(server, downloadUrl)).body), sha256(data));
+    });
+
+    it(`says at start-up whether ${method} is real encryption`, () => {
+      const weak = server.logs.some((l) => l.includes('warn encryption.weak'));
+      assert.equal(weak, method === 'xor');
+      assert.ok(server.logs.some((l) => new RegExp(`server\\.listening .*encryption=${method}-[0-9a-f]{16}`).test(l)));
+    });
+
     it('resumes a tus upload interrupted at chunk boundaries that are not multiples of 16', async () => {
       const data = randomBytes(300_000);
       const url = await new Promise<string>((resolve, reject) => {
