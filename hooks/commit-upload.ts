@@ -29,6 +29,8 @@ export interface StagedUpload {
 export interface CommitDeps {
   logger: Logger;
   allowedExtensions: readonly string[];
+  /** The virus scan (ScanGate.stage); absent when ClamAVEnabled is off. */
+  scan?: (upload: StagedUpload) => Promise<void>;
   now?: () => Date;
 }
 
@@ -39,6 +41,7 @@ export function createCommitUpload(deps: CommitDeps): CommitUpload {
   return async function commitUpload(layout, upload) {
     try {
       checkExtension(deps.allowedExtensions, upload.path);
+      await deps.scan?.(upload);
       const meta: FileMetadata = {
         path: upload.path,
         size: upload.size,

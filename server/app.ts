@@ -13,6 +13,7 @@ import { requestLog } from '../middleware/request-log.js';
 import { CommittedFiles } from '../stores/committed-files.js';
 import type { FileLayout } from '../stores/file-layout.js';
 import type { KeyRing } from '../stores/key-ring.js';
+import type { ScanGate } from '../hooks/scan.js';
 
 export interface TenantStore {
   tenant: Tenant;
@@ -26,6 +27,8 @@ export interface AppDeps {
   tenants: readonly TenantStore[];
   /** Encryption at rest: the current key (if on) and every key old files may need. */
   keys: KeyRing;
+  /** Virus scanning inside commitUpload(); absent when ClamAVEnabled is off. */
+  scan?: ScanGate;
 }
 
 export interface App {
@@ -34,7 +37,7 @@ export interface App {
   tus?: TusDoor;
 }
 
-export function createApp({ config, logger, tenants, keys }: AppDeps): App {
+export function createApp({ config, logger, tenants, keys, scan }: AppDeps): App {
   const app = express();
   app.disable('x-powered-by');
   app.set('case sensitive routing', true);
@@ -43,7 +46,7 @@ export function createApp({ config, logger, tenants, keys }: AppDeps): App {
   app.set('trust proxy', [...config.TrustedProxies]);
   app.set('etag', false);
 
-  const commitUpload = createCommitUpload({ logger, allowedExtensions: config.AllowedExtensions });
+  const commitUpload = createCommitUpload({ logger, allowedExtensions: config.AllowedExtensions, ...(scan ? { scan: scan.stage } : {}) });
 
   app.use(requestLog(logger));
   let tus: TusDoor | undefined;

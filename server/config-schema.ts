@@ -149,6 +149,9 @@ export const configSchema = z.object({
   ClamAVEnabled: bool(),
   ClamAVSocket: text(),
   NumScanWorkers: count(1),
+  ClamAVTimeout: duration(),
+  ClamAVFailOpen: bool(),
+  ClamAVHealthCheckInterval: duration(),
   // Redis
   RedisEnabled: bool(),
   RedisAddr: text(),
@@ -238,6 +241,9 @@ export const DEFAULTS: { readonly [K in ConfigKey]-?: Exclude<ConfigInput[K], un
   ClamAVEnabled: false,
   ClamAVSocket: '/var/run/clamav/clamd.ctl',
   NumScanWorkers: 5,
+  ClamAVTimeout: '60s',
+  ClamAVFailOpen: false,
+  ClamAVHealthCheckInterval: '30s',
   RedisEnabled: false,
   RedisAddr: 'localhost:6379',
   RedisPassword: '',
@@ -264,7 +270,6 @@ export const DEFAULTS: { readonly [K in ConfigKey]-?: Exclude<ConfigInput[K], un
  */
 export const NOT_YET_ACTIVE: ReadonlyArray<readonly [ConfigKey, (c: Config) => boolean]> = [
   ['EnableTLS', (c) => c.EnableTLS],
-  ['ClamAVEnabled', (c) => c.ClamAVEnabled],
   ['RedisEnabled', (c) => c.RedisEnabled],
   ['DeduplicationEnabled', (c) => c.DeduplicationEnabled],
   ['EnableVersioning', (c) => c.EnableVersioning],

@@ -34,6 +34,7 @@ export const CATALOGUE = {
   E_SLOT_EXPIRED: [403, 'Upload slot expired'],
   E_SLOT_MISMATCH: [403, 'Upload slot does not match the URL'],
   E_EXTENSION: [403, 'File extension not allowed'],
+  E_INFECTED: [422, 'File rejected: malware detected'],
   E_NOT_FOUND: [404, 'Not found'],
   E_CLIENT: [400, 'Request refused'],
   E_METHOD: [405, 'Method not allowed'],
@@ -43,12 +44,15 @@ export const CATALOGUE = {
   E_PRECONDITION: [412, 'Precondition failed'],
   E_TOO_LARGE: [413, 'File too large'],
   E_SIZE_MISMATCH: [413, 'Size does not match the upload slot'],
+  E_SCAN_TOO_LARGE: [413, 'File too large for the virus scanner'],
   E_MEDIA_TYPE: [415, 'Unsupported media type'],
   E_RANGE: [416, 'Range not satisfiable'],
   E_INTERNAL: [500, 'Internal server error'],
   E_KEY_UNKNOWN: [500, 'Stored file cannot be decrypted'],
   E_INTEGRITY: [500, 'Stored file is damaged'],
   E_UNAVAILABLE: [503, 'Service unavailable'],
+  E_SCANNER_DOWN: [503, 'Virus scanner unavailable, try again later'],
+  E_SCAN_QUEUE_FULL: [503, 'Too many uploads waiting for the virus scanner, try again later'],
   E_DISK_FULL: [507, 'Insufficient storage'],
 } as const satisfies Record<string, readonly [number, string]>;
 

@@ -8,11 +8,14 @@ import type { Logger } from './logger.js';
 import { tenantsOf } from './tenants.js';
 import { FileLayout } from '../stores/file-layout.js';
 import { keyRingFrom } from '../stores/key-ring.js';
+import { createScanGate, type ScanGate } from '../hooks/scan.js';
+import { ClamdScanner, clamdAddress } from '../hooks/scanner-clamd.js';
 
 export interface RunningServer extends Listener {
   /** Per tenant, longest prefix first; the default tenant (UploadSubDir) is among them. */
   tenants: readonly TenantStore[];
   tus?: TusDoor;
+  scan?: ScanGate;
 }
 
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
@@ -24,7 +27,18 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     }),
   );
   const keys = keyRingFrom(config);
-  const { app, tus } = createApp({ config, logger, tenants, keys });
+  const scan = config.ClamAVEnabled
+    ? createScanGate({
+        scanner: new ClamdScanner(clamdAddress(config.ClamAVSocket), config.ClamAVTimeout),
+        workers: config.NumScanWorkers,
+        queueLimit: config.UploadQueueSize,
+        failOpen: config.ClamAVFailOpen,
+        healthIntervalMs: config.ClamAVHealthCheckInterval,
+        keys,
+        logger,
+      })
+    : undefined;
+  const { app, tus } = createApp({ config, logger, tenants, keys, ...(scan ? { scan } : {}) });
   const listener = await listen(createHttpServer(app, config), config);
   logger.info('server.listening', {
     address: listener.address,
@@ -32,14 +46,17 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     prefixes: tenants.map((t) => `/${t.tenant.prefix}/`).join(','),
     ...(tus ? { tus: config.TusPath } : {}),
     encryption: keys.current?.id ?? 'off',
+    scanning: config.ClamAVEnabled ? config.ClamAVSocket : 'off',
   });
   if (keys.current?.method === 'xor') logger.warn('encryption.weak', { method: 'xor', note: 'XOR is obfuscation for compatibility, not encryption: use AESEnabled' });
   return {
     ...listener,
     tenants,
     ...(tus ? { tus } : {}),
+    ...(scan ? { scan } : {}),
     close: async (graceMs) => {
       tus?.stop();
+      scan?.stop();
       await listener.close(graceMs);
     },
   };

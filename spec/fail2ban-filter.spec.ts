@@ -36,12 +36,14 @@ describe('fail2ban filter', function () {
     assert.equal((await signedPut(server, 'a/ok.txt', Buffer.from('fine'))).status, 201);
     await rawRequest(server.url, 'GET', '/upload/a/missing.txt', forwarded);
 
+    // What the scan stage writes for an infected upload (the scanner itself is tested with clamd).
+    const infected = `${new Date().toISOString()} warn scan.infected client=203.0.113.50 signature=Eicar-Test-Body.UNOFFICIAL path=a/eicar.txt`;
     const log = path.join(dir, 'hmac.log');
-    await writeFile(log, `${server.logs.join('\n')}\n`);
+    await writeFile(log, `${[...server.logs, infected].join('\n')}\n`);
     const { stdout } = await run('fail2ban-regex', ['--print-all-matched', log, FILTER]);
     // DELETE is refused with 405 here (no DeleteSecret) before any token check, so two failures count.
-    assert.match(stdout, /Failregex: 2 total/);
-    const matchedIps = [...stdout.matchAll(/Z warn auth\.failed client=(\S+) reason=/g)].map((m) => m[1]);
-    assert.deepEqual(matchedIps, ['198.51.100.23', '198.51.100.23']);
+    assert.match(stdout, /Failregex: 3 total/);
+    const matchedIps = [...stdout.matchAll(/Z warn (?:auth\.failed|scan\.infected) client=(\S+) /g)].map((m) => m[1]);
+    assert.deepEqual(matchedIps, ['198.51.100.23', '198.51.100.23', '203.0.113.50']);
   });
 });
