@@ -96,6 +96,22 @@ describe('virus scanning with clamd', function () {
       }
     });
 
+    it('refuses with 503 when clamd is slower than ClamAVTimeout', async () => {
+      const slow = await scanCounter(clamd, 2000);
+      const server = await startTestServer({ ClamAVEnabled: true, ClamAVSocket: slow.url, ClamAVTimeout: '300ms' });
+      try {
+        const before = await filesIn(server.storeDir);
+        const res = await signedPut(server, 'slow/a.bin', randomBytes(1000));
+        assert.equal(res.status, 503);
+        assert.equal(res.headers['retry-after'], '30');
+        await assertNothingOf(server, before);
+        assert.match((await server.waitForLog(/request\.failed code=E_SCANNER_DOWN/)) ?? '', /no answer within 300 ms/);
+      } finally {
+        await server.close();
+        await slow.close();
+      }
+    });
+
     it('with ClamAVFailOpen stores the file and logs it as unscanned', async () => {
       const server = await startTestServer({ ClamAVEnabled: true, ClamAVSocket: clamd.socketPath, ClamAVFailOpen: true });
       try {
