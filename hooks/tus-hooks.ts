@@ -11,6 +11,7 @@ import type { Grant } from '../middleware/upload-grant.js';
 import type { CommitUpload } from './commit-upload.js';
 import { checkExtension } from './extension-check.js';
 import { encodeSlotPath } from '../server/cli-sign.js';
+import { clientIp } from '../middleware/request-info.js';
 import { newEncryption } from '../stores/at-rest.js';
 import { validateSlotPath, type FileLayout } from '../stores/file-layout.js';
 import type { KeyRing } from '../stores/key-ring.js';
@@ -112,7 +113,7 @@ export function createTusHooks(deps: TusHookDeps) {
           size: upload.size,
           contentType: metadata.filetype || metadata.type || 'application/octet-stream',
           via: 'tus',
-          client: node?.ip ?? 'unknown',
+          client: node ? clientIp(node) : 'unknown',
           ...(metadata[OWNER_KEY] ? { owner: metadata[OWNER_KEY] } : {}),
           sha256: await deps.store.digestOf(upload.id, upload.size),
           ...(encryption ? { encryption } : {}),

@@ -4,6 +4,7 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { httpError, toHttp } from '../server/errors.js';
 import type { Logger } from '../server/logger.js';
+import { requestPath } from './request-info.js';
 
 export function notFound(): RequestHandler {
   return () => {
@@ -14,7 +15,7 @@ export function notFound(): RequestHandler {
 export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (err: unknown, req, res, _next) => {
     const error = toHttp(err);
-    const fields = { code: error.code, status: error.status, method: req.method, path: req.originalUrl.split('?')[0] };
+    const fields = { code: error.code, status: error.status, method: req.method, path: requestPath(req) };
     if (error.status >= 500) {
       const cause = error.cause ?? err;
       logger.error('request.failed', { ...fields, cause: cause instanceof Error ? cause.stack ?? cause.message : String(cause) });

@@ -4,7 +4,8 @@
 import { createHash } from 'node:crypto';
 import { Router, type Request, type RequestHandler } from 'express';
 import { httpError, type ErrorCode } from '../server/errors.js';
-import { logAuthFailure, type Logger } from '../server/logger.js';
+import type { Logger } from '../server/logger.js';
+import { clientIp, logRefusal, requestPath } from './request-info.js';
 import type { Tenant } from '../server/tenants.js';
 import type { CommitUpload } from '../hooks/commit-upload.js';
 import { checkExtension } from '../hooks/extension-check.js';
@@ -51,10 +52,6 @@ function slotPathOf(req: Request): string {
   return decodeSlotPath(req.path.slice(1));
 }
 
-function clientOf(req: Request): string {
-  return req.ip ?? 'unknown';
-}
-
 export function legacyRouter(deps: LegacyRouterDeps): Router {
   const { tenant, files, logger } = deps;
   const now = deps.now ?? (() => new Date());
@@ -65,7 +62,7 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
   router.use(legacyHeaders({ deleteEnabled }));
 
   const authFailed = (req: Request, reason: string, code: ErrorCode, message?: string) => {
-    logAuthFailure(logger, { client: clientOf(req), reason, method: req.method, path: req.originalUrl.split('?')[0] ?? '' });
+    logRefusal(logger, req, reason);
     return httpError(code, message === undefined ? {} : { message });
   };
 
@@ -103,13 +100,13 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
       size: staged.size,
       contentType: grant.contentType ?? requestType,
       via: `legacy:${grant.scheme}`,
-      client: clientOf(req),
+      client: clientIp(req),
       ...(grant.owner !== undefined ? { owner: grant.owner } : {}),
       ...(grant.expiresAt !== undefined ? { expiresAt: grant.expiresAt } : {}),
       sha256: digest.digest('hex'),
       ...(encryption ? { encryption: encryption.stored } : {}),
     });
-    res.status(201).setHeader('Location', req.originalUrl.split('?')[0] ?? '');
+    res.status(201).setHeader('Location', requestPath(req));
     res.end();
   };
 
@@ -133,7 +130,7 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
       throw authFailed(req, 'mac_invalid', 'E_MAC_INVALID');
     }
     if (!(await files.remove(path))) throw httpError('E_NOT_FOUND');
-    logger.info('upload.deleted', { path, client: clientOf(req) });
+    logger.info('upload.deleted', { path, client: clientIp(req) });
     res.status(204).end();
   };
 

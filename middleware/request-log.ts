@@ -3,6 +3,7 @@
 import type { Socket } from 'node:net';
 import type { RequestHandler } from 'express';
 import type { Logger } from '../server/logger.js';
+import { clientIp, requestPath } from './request-info.js';
 
 export function requestLog(logger: Logger): RequestHandler {
   // Node has read a request's headers (and often the start of its body) before any middleware runs, so
@@ -21,12 +22,12 @@ export function requestLog(logger: Logger): RequestHandler {
       readUpTo.set(socket, read);
       logger.info('http.request', {
         method: req.method,
-        path: req.originalUrl.split('?')[0],
+        path: requestPath(req),
         status: res.writableFinished ? res.statusCode : 0,
         bytesIn,
         bytesOut: socket.bytesWritten - writtenBefore,
         ms: Number((process.hrtime.bigint() - started) / 1_000_000n),
-        client: req.ip ?? 'unknown',
+        client: clientIp(req),
       });
     };
     res.once('finish', done);

@@ -8,7 +8,8 @@ import { Router, type Request, type RequestHandler } from 'express';
 import type { Server as TusServer } from '@tus/server';
 import type { FileStore } from '@tus/file-store';
 import { httpError } from '../server/errors.js';
-import { logAuthFailure, type Logger } from '../server/logger.js';
+import type { Logger } from '../server/logger.js';
+import { logRefusal, requestPath } from './request-info.js';
 import { COMMITTED_KEY, OWNER_KEY, TARGET_KEY } from '../hooks/tus-hooks.js';
 import type { CommittedFiles } from '../stores/committed-files.js';
 import type { ConcatResult } from '../hooks/tus-concat.js';
@@ -80,7 +81,7 @@ export function tusRouter(deps: TusRouterDeps): Router {
   const authenticate = async (req: Request): Promise<Grant> => {
     const check = await verifyGrant(deps.grantKey, grantTokenOf({ authorization: req.get('Authorization') }, req.query));
     if (!check.ok) {
-      logAuthFailure(deps.logger, { client: req.ip ?? 'unknown', reason: `grant_${check.reason}`, method: req.method, path: req.originalUrl.split('?')[0] ?? '' });
+      logRefusal(deps.logger, req, `grant_${check.reason}`);
       throw httpError('E_GRANT', {
         message: check.message,
         headers: { 'WWW-Authenticate': `Bearer realm="hmac-file-server", error="invalid_token", error_description="${check.message}"` },
@@ -111,7 +112,7 @@ export function tusRouter(deps: TusRouterDeps): Router {
 
     const grant = await authenticate(req);
     if (record && metadata[OWNER_KEY] !== grant.subject) {
-      logAuthFailure(deps.logger, { client: req.ip ?? 'unknown', reason: 'grant_other_subject', method: req.method, path: req.originalUrl.split('?')[0] ?? '' });
+      logRefusal(deps.logger, req, 'grant_other_subject');
       throw httpError('E_FORBIDDEN');
     }
     // The staging file of a committed upload is a link to the served file: it must never be written again.
@@ -139,7 +140,7 @@ export function tusRouter(deps: TusRouterDeps): Router {
   const handOver: RequestHandler = async (req, res) => {
     // The library routes on the full path (Express stripped the mount point) and would take a ?grant= query
     // for part of the upload id.
-    req.url = req.originalUrl.split('?')[0] ?? req.originalUrl;
+    req.url = requestPath(req);
     const checksum = req.get('Upload-Checksum');
     if (checksum !== undefined && (req.method === 'PATCH' || req.method === 'POST')) {
       await deps.checksums.run(expectedChecksumOf(checksum), () => deps.tus.handle(req, res));
