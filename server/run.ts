@@ -7,6 +7,7 @@ import { createHttpServer, listen, type Listener } from './listen.js';
 import type { Logger } from './logger.js';
 import { tenantsOf } from './tenants.js';
 import { FileLayout } from '../stores/file-layout.js';
+import { sweepStaging } from '../stores/staging.js';
 import { keyRingFrom } from '../stores/key-ring.js';
 import { createScanGate, type ScanGate } from '../hooks/scan.js';
 import { ClamdScanner, clamdAddress } from '../hooks/scanner-clamd.js';
@@ -39,6 +40,13 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       })
     : undefined;
   const { app, tus } = createApp({ config, logger, tenants, keys, ...(scan ? { scan } : {}) });
+  // Staging files that outlived ReadTimeout belong to no request any more (a crash, a kill): sweep them now
+  // and then every hour.
+  const stagingAge = config.ReadTimeout > 0 ? config.ReadTimeout : 24 * 3_600_000;
+  const stagingDir = tenants[0]!.layout.stagingDir;
+  const sweep = () => void sweepStaging(stagingDir, stagingAge).then((removed) => removed > 0 && logger.info('staging.swept', { removed }));
+  sweep();
+  const sweeper = setInterval(sweep, 3_600_000).unref();
   const listener = await listen(createHttpServer(app, config), config);
   logger.info('server.listening', {
     address: listener.address,
@@ -57,6 +65,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     close: async (graceMs) => {
       tus?.stop();
       scan?.stop();
+      clearInterval(sweeper);
       await listener.close(graceMs);
     },
   };

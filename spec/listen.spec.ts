@@ -2,7 +2,7 @@
 // IdleTimeout, and a graceful stop that lets running uploads finish.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -76,5 +76,25 @@ describe('graceful stop', () => {
     await stopped;
     await assert.rejects(get({ host: '127.0.0.1', port, path: '/' }), /ECONNREFUSED/);
     await server.close();
+  });
+});
+
+describe('staging left by a crash', () => {
+  it('is swept at start-up once older than ReadTimeout, while fresh staging files stay', async () => {
+    const storeDir = await mkdtemp(path.join(os.tmpdir(), 'hfs-crash-'));
+    const staging = path.join(storeDir, '.hmac', 'staging');
+    await mkdir(staging, { recursive: true });
+    await writeFile(path.join(staging, 'old.part'), 'left by a crash');
+    await writeFile(path.join(staging, 'new.part'), 'a request still running elsewhere');
+    const twoHoursAgo = new Date(Date.now() - 2 * 3_600_000);
+    await utimes(path.join(staging, 'old.part'), twoHoursAgo, twoHoursAgo);
+    const server = await startTestServer({ StoreDir: storeDir, ReadTimeout: '1h' });
+    try {
+      assert.ok(await server.waitForLog(/staging\.swept removed=1/));
+      assert.deepEqual(await readdir(staging), ['new.part']);
+    } finally {
+      await server.close();
+      await rm(storeDir, { recursive: true, force: true });
+    }
   });
 });

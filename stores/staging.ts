@@ -1,7 +1,9 @@
 // Receiving bytes into a staging file: exclusive create, stream through the given transforms, fsync, close.
-// On any failure the staging file is removed, so an aborted upload leaves nothing behind.
+// On any failure the staging file is removed, so an aborted upload leaves nothing behind; what a crash
+// leaves is swept later.
 import { createWriteStream } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { readdir, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
 import type { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { httpError } from '../server/errors.js';
@@ -42,4 +44,21 @@ export async function receiveToStaging(source: Readable, options: ReceiveOptions
     await rm(options.stagingPath, { force: true });
     throw err;
   }
+}
+
+/**
+ * Removes staging files older than maxAgeMs: what a crash or a kill left behind. A live upload's staging file
+ * is never that old, since ReadTimeout ends any request before.
+ */
+export async function sweepStaging(stagingDir: string, maxAgeMs: number, now = Date.now()): Promise<number> {
+  let removed = 0;
+  for (const name of await readdir(stagingDir).catch(() => [] as string[])) {
+    const file = path.join(stagingDir, name);
+    const info = await stat(file).catch(() => undefined);
+    if (info?.isFile() && now - info.mtimeMs > maxAgeMs) {
+      await rm(file, { force: true });
+      removed += 1;
+    }
+  }
+  return removed;
 }
