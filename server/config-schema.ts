@@ -273,7 +273,6 @@ export const NOT_YET_ACTIVE: ReadonlyArray<readonly [ConfigKey, (c: Config) => b
   ['RedisEnabled', (c) => c.RedisEnabled],
   ['DeduplicationEnabled', (c) => c.DeduplicationEnabled],
   ['EnableVersioning', (c) => c.EnableVersioning],
-  ['FileTTL', (c) => c.FileTTL > 0],
   ['MetricsEnabled', (c) => c.MetricsEnabled],
   ['EnableIPManagement', (c) => c.EnableIPManagement],
   ['EnableRateLimiting', (c) => c.EnableRateLimiting],

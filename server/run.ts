@@ -8,6 +8,8 @@ import type { Logger } from './logger.js';
 import { tenantsOf } from './tenants.js';
 import { FileLayout } from '../stores/file-layout.js';
 import { sweepStaging } from '../stores/staging.js';
+import { CommittedFiles } from '../stores/committed-files.js';
+import { sweepExpired, sweepInterval, type ExpiryCounters } from '../stores/expiry-sweep.js';
 import { keyRingFrom } from '../stores/key-ring.js';
 import { createScanGate, type ScanGate } from '../hooks/scan.js';
 import { ClamdScanner, clamdAddress } from '../hooks/scanner-clamd.js';
@@ -17,6 +19,7 @@ export interface RunningServer extends Listener {
   tenants: readonly TenantStore[];
   tus?: TusDoor;
   scan?: ScanGate;
+  expiry: { sweep(now?: number): Promise<number>; counters: ExpiryCounters };
 }
 
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
@@ -47,6 +50,18 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const sweep = () => void sweepStaging(stagingDir, stagingAge).then((removed) => removed > 0 && logger.info('staging.swept', { removed }));
   sweep();
   const sweeper = setInterval(sweep, 3_600_000).unref();
+  const expiryCounters: ExpiryCounters = { deletions: 0 };
+  const expiryDeps = {
+    metaDir: tenants[0]!.layout.metaDir,
+    files: new Map(tenants.map(({ tenant, layout }) => [tenant.prefix, new CommittedFiles(layout, keys)])),
+    defaultPrefix: config.UploadSubDir,
+    fileTtlMs: config.FileTTL,
+    logger,
+    counters: expiryCounters,
+  };
+  const expire = (now?: number) => sweepExpired(expiryDeps, now);
+  void expire();
+  const expirer = setInterval(() => void expire(), sweepInterval(config.FileTTL)).unref();
   const listener = await listen(createHttpServer(app, config), config);
   logger.info('server.listening', {
     address: listener.address,
@@ -62,10 +77,12 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     tenants,
     ...(tus ? { tus } : {}),
     ...(scan ? { scan } : {}),
+    expiry: { sweep: expire, counters: expiryCounters },
     close: async (graceMs) => {
       tus?.stop();
       scan?.stop();
       clearInterval(sweeper);
+      clearInterval(expirer);
       await listener.close(graceMs);
     },
   };

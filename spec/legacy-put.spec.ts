@@ -123,6 +123,8 @@ describe('legacy PUT', () => {
       (await exchange(server.url, [head('PUT', pathAndQuery, { 'Content-Length': 3, Expect: '100-continue' })], { until: 'data' })).split('\r\n')[0];
     assert.equal(await ask(`/upload/${UUID}/continue.txt?v2=${'1'.repeat(64)}`), 'HTTP/1.1 403 Forbidden');
     assert.equal(await ask(signedPath(server, `${UUID}/continue.txt`, 3)), 'HTTP/1.1 100 Continue');
+    // That client hung up after the 100: wait until the server has dropped its staging file.
+    assert.match((await server.waitForLog(/request\.rejected .*continue\.txt/)) ?? '', /code=E_INCOMPLETE/);
   });
 
   it('answers 400 when fewer bytes arrive than announced, and leaves nothing behind', async () => {

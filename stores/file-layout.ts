@@ -53,7 +53,7 @@ export class FileLayout {
 
   constructor(
     storeDir: string,
-    private readonly prefix: string,
+    readonly prefix: string,
   ) {
     this.uploadRoot = path.join(storeDir, ...prefix.split('/'));
     this.stagingDir = path.join(storeDir, '.hmac', 'staging');

@@ -6,6 +6,8 @@ import path from 'node:path';
 export interface FileMetadata {
   /** The slot path, so a sweep over the metadata tree knows which file each entry describes. */
   path: string;
+  /** The tenant prefix the path is below (UploadSubDir or a tenant's Prefix). */
+  prefix?: string;
   size: number;
   /** The uploader's Content-Type, verbatim; served back on GET. */
   contentType: string;
