@@ -1,12 +1,13 @@
 // The one commit path of both front doors (legacy PUT and tus): every finished upload passes these stages in
-// order, and the staging file is gone afterwards whatever happened. Later stages (scan, dedup, version) slot in
-// between the checks and placement.
+// order (extension, scan, version, place), and the staging file is gone afterwards whatever happened.
 import { rm } from 'node:fs/promises';
 import type { Logger } from '../server/logger.js';
 import type { FileLayout } from '../stores/file-layout.js';
 import type { FileMetadata, StoredEncryption } from '../stores/file-metadata.js';
 import { checkExtension } from './extension-check.js';
+import { createPathLock } from './path-lock.js';
 import { placeFile } from './place.js';
+import { keepAsVersion, pruneVersions } from '../stores/versions.js';
 
 export interface StagedUpload {
   /** Validated slot path relative to the upload tree. */
@@ -31,6 +32,8 @@ export interface CommitDeps {
   allowedExtensions: readonly string[];
   /** The virus scan (ScanGate.stage); absent when ClamAVEnabled is off. */
   scan?: (upload: StagedUpload) => Promise<void>;
+  /** EnableVersioning: how many earlier versions of a path to keep. */
+  maxVersions?: number;
   now?: () => Date;
 }
 
@@ -38,12 +41,15 @@ export type CommitUpload = (layout: FileLayout, upload: StagedUpload) => Promise
 
 export function createCommitUpload(deps: CommitDeps): CommitUpload {
   const now = deps.now ?? (() => new Date());
+  const lockPath = createPathLock();
+  const { maxVersions } = deps;
   return async function commitUpload(layout, upload) {
     try {
       checkExtension(deps.allowedExtensions, upload.path);
       await deps.scan?.(upload);
       const meta: FileMetadata = {
         path: upload.path,
+        prefix: layout.prefix,
         size: upload.size,
         contentType: upload.contentType,
         createdAt: now().toISOString(),
@@ -52,7 +58,16 @@ export function createCommitUpload(deps: CommitDeps): CommitUpload {
         ...(upload.sha256 !== undefined ? { sha256: upload.sha256 } : {}),
         ...(upload.encryption !== undefined ? { encryption: upload.encryption } : {}),
       };
-      await placeFile(layout, upload.stagingPath, meta);
+      if (maxVersions === undefined) {
+        await placeFile(layout, upload.stagingPath, meta);
+      } else {
+        // The previous file becomes a version instead of a 409, then the surplus of versions goes.
+        await lockPath(`${layout.prefix}/${upload.path}`, async () => {
+          await keepAsVersion(layout, upload.path);
+          await placeFile(layout, upload.stagingPath, meta);
+          await pruneVersions(layout, upload.path, maxVersions);
+        });
+      }
       deps.logger.info('upload.committed', { path: upload.path, size: upload.size, via: upload.via, client: upload.client });
       return meta;
     } finally {

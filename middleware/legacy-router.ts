@@ -17,7 +17,9 @@ import { receiveToStaging } from '../stores/staging.js';
 import { tap } from '../stores/tap.js';
 import { sendDownload } from './download.js';
 import { allowedMethods, legacyHeaders } from './legacy-headers.js';
-import { HmacQueryVerifier, macMatchesAny } from './slot-verifier-hmac.js';
+import { HmacQueryVerifier, macMatchesAny, versionsMessage } from './slot-verifier-hmac.js';
+import { openStored } from '../stores/committed-files.js';
+import { listVersions, removeAllVersions, versionMeta } from '../stores/versions.js';
 import { FileShareJwtVerifier } from './slot-verifier-jwt.js';
 import { verifySlot, type SlotVerifier } from './slot-verifier.js';
 
@@ -33,6 +35,8 @@ export interface LegacyRouterDeps {
   allowedExtensions: readonly string[];
   resumableDownloads: boolean;
   chunkSize: number;
+  /** EnableVersioning: a PUT to a taken path keeps the old file as a version instead of a 409. */
+  versioning: boolean;
   now?: () => Date;
 }
 
@@ -82,7 +86,7 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
     if (size > deps.maxUploadSize) throw httpError('E_TOO_LARGE', { message: `File too large (limit ${deps.maxUploadSize} bytes)` });
     checkExtension(deps.allowedExtensions, path);
     // Cheap early answer; the link in commitUpload() is what decides a race.
-    if (await files.exists(path)) throw httpError('E_EXISTS');
+    if (!deps.versioning && (await files.exists(path))) throw httpError('E_EXISTS');
 
     if (req.get('Expect')?.toLowerCase() === '100-continue') res.writeContinue();
     // Hashed and (when on) encrypted in the stream: the staging file never holds plaintext of an encrypted upload.
@@ -110,7 +114,25 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
     res.end();
   };
 
-  const get: RequestHandler = async (req, res) => {
+  // Kept versions: ?versions=<HMAC(secret, "versions\0<path>")> lists them as JSON, and with &id=<version id>
+  // serves one. Never without the MAC: an old version may be exactly what its uploader replaced on purpose.
+  const versions: RequestHandler = async (req, res) => {
+    const path = slotPathOf(req);
+    const mac = req.query.versions;
+    if (typeof mac !== 'string' || !macMatchesAny(mac, tenant.secrets, versionsMessage(path))) throw authFailed(req, 'versions_mac_invalid', 'E_MAC_INVALID');
+    const id = req.query.id;
+    if (id === undefined) {
+      res.json(await listVersions(deps.layout, path));
+      return;
+    }
+    const version = typeof id === 'string' ? await versionMeta(deps.layout, path, id) : undefined;
+    const file = version ? await openStored(version.dataPath, version.meta, deps.keys, `${path}@${id as string}`) : undefined;
+    if (!file) throw httpError('E_NOT_FOUND');
+    await sendDownload(req, res, file, { allowRanges: deps.resumableDownloads });
+  };
+
+  const get: RequestHandler = async (req, res, next) => {
+    if (req.query.versions !== undefined) return versions(req, res, next);
     const file = await files.open(slotPathOf(req));
     if (!file) throw httpError('E_NOT_FOUND');
     if (file.meta.expiresAt !== undefined && Date.parse(file.meta.expiresAt) <= now().getTime()) {
@@ -130,6 +152,7 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
       throw authFailed(req, 'mac_invalid', 'E_MAC_INVALID');
     }
     if (!(await files.remove(path))) throw httpError('E_NOT_FOUND');
+    await removeAllVersions(deps.layout, path);
     logger.info('upload.deleted', { path, client: clientIp(req) });
     res.status(204).end();
   };

@@ -31,6 +31,11 @@ export function slotMessage(scheme: HmacScheme, path: string, size: number, cont
   return scheme === 'v' ? `${path} ${size}` : `${path}\0${size}\0${contentType}`;
 }
 
+/** The capability to list and fetch the kept versions of a path: HMAC(secret, "versions\0<path>"). */
+export function versionsMessage(path: string): string {
+  return `versions\0${path}`;
+}
+
 export function signSlot(secret: string, scheme: HmacScheme, path: string, size: number, contentType: string): string {
   return hmacHex(secret, slotMessage(scheme, path, size, contentType));
 }

@@ -46,7 +46,12 @@ export function createApp({ config, logger, tenants, keys, scan }: AppDeps): App
   app.set('trust proxy', [...config.TrustedProxies]);
   app.set('etag', false);
 
-  const commitUpload = createCommitUpload({ logger, allowedExtensions: config.AllowedExtensions, ...(scan ? { scan: scan.stage } : {}) });
+  const commitUpload = createCommitUpload({
+    logger,
+    allowedExtensions: config.AllowedExtensions,
+    ...(scan ? { scan: scan.stage } : {}),
+    ...(config.EnableVersioning ? { maxVersions: config.MaxVersions } : {}),
+  });
 
   app.use(requestLog(logger));
   let tus: TusDoor | undefined;
@@ -70,6 +75,7 @@ export function createApp({ config, logger, tenants, keys, scan }: AppDeps): App
         allowedExtensions: config.AllowedExtensions,
         resumableDownloads: config.ResumableDownloadsEnabled,
         chunkSize: config.ChunkSize,
+        versioning: config.EnableVersioning,
       }),
     );
   }

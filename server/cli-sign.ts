@@ -1,6 +1,6 @@
 // `hmac-file-server sign`: prints a signed PUT URL and its GET URL, the way an XMPP server would hand them
 // out, so an operator can try the server with curl and no XMPP server.
-import { signSlot, type HmacScheme } from '../middleware/slot-verifier-hmac.js';
+import { hmacHex, signSlot, versionsMessage, type HmacScheme } from '../middleware/slot-verifier-hmac.js';
 import { validateSlotPath } from '../stores/file-layout.js';
 import type { Config } from './config.js';
 
@@ -22,9 +22,9 @@ export function encodeSlotPath(slotPath: string): string {
   return slotPath.split('/').map(encodeURIComponent).join('/');
 }
 
-export function signedUrls(secret: string, base: string, request: SignRequest): { put: string; get: string } {
+export function signedUrls(secret: string, base: string, request: SignRequest): { put: string; get: string; versions: string } {
   const path = validateSlotPath(request.path);
   const mac = signSlot(secret, request.protocol, path, request.size, request.contentType);
   const get = `${base.endsWith('/') ? base : `${base}/`}${encodeSlotPath(path)}`;
-  return { put: `${get}?${request.protocol}=${mac}`, get };
+  return { put: `${get}?${request.protocol}=${mac}`, get, versions: `${get}?versions=${hmacHex(secret, versionsMessage(path))}` };
 }

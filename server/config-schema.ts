@@ -272,7 +272,6 @@ export const NOT_YET_ACTIVE: ReadonlyArray<readonly [ConfigKey, (c: Config) => b
   ['EnableTLS', (c) => c.EnableTLS],
   ['RedisEnabled', (c) => c.RedisEnabled],
   ['DeduplicationEnabled', (c) => c.DeduplicationEnabled],
-  ['EnableVersioning', (c) => c.EnableVersioning],
   ['MetricsEnabled', (c) => c.MetricsEnabled],
   ['EnableIPManagement', (c) => c.EnableIPManagement],
   ['EnableRateLimiting', (c) => c.EnableRateLimiting],

@@ -57,7 +57,7 @@ function sign(args: string[]): void {
     contentType: values.type,
     protocol,
   });
-  process.stdout.write(`PUT ${urls.put}\nGET ${urls.get}\n`);
+  process.stdout.write(`PUT ${urls.put}\nGET ${urls.get}\nVERSIONS ${urls.versions}\n`);
   const typeHint = protocol === 'v' ? '' : ` -H 'Content-Type: ${values.type}'`;
   process.stderr.write(`try: curl -T FILE${typeHint} '${urls.put}'   (FILE must be exactly ${size} bytes)\n`);
 }

@@ -53,6 +53,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const expiryCounters: ExpiryCounters = { deletions: 0 };
   const expiryDeps = {
     metaDir: tenants[0]!.layout.metaDir,
+    versionsDir: tenants[0]!.layout.versionsDir,
     files: new Map(tenants.map(({ tenant, layout }) => [tenant.prefix, new CommittedFiles(layout, keys)])),
     defaultPrefix: config.UploadSubDir,
     fileTtlMs: config.FileTTL,

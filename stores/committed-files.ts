@@ -24,6 +24,43 @@ export interface OpenFile {
 
 const MISSING = new Set(['ENOENT', 'ENOTDIR', 'ELOOP', 'EISDIR']);
 
+/**
+ * Opens stored bytes described by meta (a committed file or a kept version): the key must be known and the
+ * size must match before anything is sent. check runs once the file is open (the upload tree's symlink test).
+ */
+export async function openStored(dataPath: string, meta: FileMetadata, keys: KeyRing, what: string, check?: () => Promise<void>): Promise<OpenFile | undefined> {
+  const key = meta.encryption ? keyOf(keys, meta.encryption, what) : undefined;
+  let handle: FileHandle;
+  try {
+    // O_NOFOLLOW: the final component must be the file we placed, not a symlink planted later.
+    handle = await open(dataPath, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (err) {
+    if (MISSING.has((err as NodeJS.ErrnoException).code ?? '')) return undefined;
+    throw err;
+  }
+  try {
+    await check?.();
+    const { size } = await handle.stat();
+    if (size !== meta.size) throw httpError('E_INTEGRITY', { cause: new Error(`${what}: ${size} bytes on disk, ${meta.size} recorded`) });
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
+  let taken = false;
+  return {
+    meta,
+    stream: (start, end) => {
+      taken = true;
+      const raw = createReadStream('', { fd: handle, start, end, autoClose: true });
+      const whole = start === 0 && end === meta.size - 1;
+      return plaintextStream(raw, { key, encryption: meta.encryption, start, wholeFileDigest: whole ? meta.sha256 : undefined, what });
+    },
+    close: async () => {
+      if (!taken) await handle.close();
+    },
+  };
+}
+
 export class CommittedFiles {
   constructor(
     private readonly layout: FileLayout,
@@ -38,37 +75,8 @@ export class CommittedFiles {
   async open(slotPath: string): Promise<OpenFile | undefined> {
     const meta = await readMetadata(this.layout.metaPath(slotPath));
     if (!meta) return undefined;
-    const key = meta.encryption ? keyOf(this.keys, meta.encryption, slotPath) : undefined;
     const dataPath = this.layout.dataPath(slotPath);
-    let handle: FileHandle;
-    try {
-      // O_NOFOLLOW: the final component must be the file we placed, not a symlink planted later.
-      handle = await open(dataPath, constants.O_RDONLY | constants.O_NOFOLLOW);
-    } catch (err) {
-      if (MISSING.has((err as NodeJS.ErrnoException).code ?? '')) return undefined;
-      throw err;
-    }
-    try {
-      await this.layout.assertInside(path.dirname(dataPath));
-      const { size } = await handle.stat();
-      if (size !== meta.size) throw httpError('E_INTEGRITY', { cause: new Error(`${slotPath}: ${size} bytes on disk, ${meta.size} recorded`) });
-    } catch (err) {
-      await handle.close();
-      throw err;
-    }
-    let taken = false;
-    return {
-      meta,
-      stream: (start, end) => {
-        taken = true;
-        const raw = createReadStream('', { fd: handle, start, end, autoClose: true });
-        const whole = start === 0 && end === meta.size - 1;
-        return plaintextStream(raw, { key, encryption: meta.encryption, start, wholeFileDigest: whole ? meta.sha256 : undefined, what: slotPath });
-      },
-      close: async () => {
-        if (!taken) await handle.close();
-      },
-    };
+    return openStored(dataPath, meta, this.keys, slotPath, () => this.layout.assertInside(path.dirname(dataPath)));
   }
 
   /** Removes a committed file; false when there was none. Metadata goes first so GETs stop at once. */

@@ -2,7 +2,7 @@
 // a Prosody file-share token), whichever comes first. The sweep walks the metadata, so it needs no state of
 // its own and picks up where it left off after a restart; a file still being committed has no metadata yet
 // and is never touched.
-import { readdir } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../server/logger.js';
 import type { CommittedFiles } from './committed-files.js';
@@ -15,6 +15,8 @@ export interface ExpiryCounters {
 
 export interface ExpiryDeps {
   metaDir: string;
+  /** Kept versions expire by their own commit time, like the files they were. */
+  versionsDir: string;
   /** Committed files per tenant prefix. */
   files: ReadonlyMap<string, CommittedFiles>;
   /** Prefix of files whose metadata names none. */
@@ -46,6 +48,17 @@ export async function sweepExpired(deps: ExpiryDeps, now = Date.now()): Promise<
     } catch (err) {
       deps.logger.warn('expiry.failed', { entry: entry.name, cause: err instanceof Error ? err.message : String(err) });
     }
+  }
+  for (const entry of await readdir(deps.versionsDir, { recursive: true, withFileTypes: true }).catch(() => [])) {
+    if (!entry.isFile() || !entry.name.endsWith('.json')) continue;
+    const metaPath = path.join(entry.parentPath, entry.name);
+    const meta = await readMetadata(metaPath).catch(() => undefined);
+    if (!meta || !isExpired(meta, deps.fileTtlMs, now)) continue;
+    await rm(metaPath, { force: true });
+    await rm(metaPath.slice(0, -'.json'.length), { force: true });
+    removed += 1;
+    deps.counters.deletions += 1;
+    deps.logger.info('file.expired', { path: `${meta.prefix ?? deps.defaultPrefix}/${meta.path}`, version: entry.name.slice(0, -'.json'.length) });
   }
   return removed;
 }

@@ -4,6 +4,7 @@
 //     <tenant prefix>/<slot path>              committed files (prefix: UploadSubDir or a tenant's Prefix)
 //     .hmac/staging/<random>.part              bytes being received; never served
 //     .hmac/meta/<h[0..2]>/<h>.json            metadata of a committed file, h = sha256(prefix/slot path)
+//     .hmac/versions/<h>/<version id>{,.json}  earlier versions of that path (EnableVersioning)
 //
 // Metadata is keyed by a hash so no slot path can collide with it or with another path's metadata.
 import { createHash, randomBytes } from 'node:crypto';
@@ -49,6 +50,7 @@ export class FileLayout {
   readonly uploadRoot: string;
   readonly stagingDir: string;
   readonly metaDir: string;
+  readonly versionsDir: string;
   private realUploadRoot = '';
 
   constructor(
@@ -58,6 +60,7 @@ export class FileLayout {
     this.uploadRoot = path.join(storeDir, ...prefix.split('/'));
     this.stagingDir = path.join(storeDir, '.hmac', 'staging');
     this.metaDir = path.join(storeDir, '.hmac', 'meta');
+    this.versionsDir = path.join(storeDir, '.hmac', 'versions');
   }
 
   async init(): Promise<void> {
@@ -70,10 +73,19 @@ export class FileLayout {
     return path.join(this.uploadRoot, ...slotPath.split('/'));
   }
 
+  /** Keyed by the full path below StoreDir, so nested tenant prefixes agree on one file's metadata. */
+  private keyOf(slotPath: string): string {
+    return createHash('sha256').update(`${this.prefix}/${slotPath}`, 'utf8').digest('hex');
+  }
+
   metaPath(slotPath: string): string {
-    // Keyed by the full path below StoreDir, so nested tenant prefixes agree on one file's metadata.
-    const h = createHash('sha256').update(`${this.prefix}/${slotPath}`, 'utf8').digest('hex');
+    const h = this.keyOf(slotPath);
     return path.join(this.metaDir, h.slice(0, 2), `${h}.json`);
+  }
+
+  /** Where the earlier versions of a path are kept. */
+  versionDir(slotPath: string): string {
+    return path.join(this.versionsDir, this.keyOf(slotPath));
   }
 
   newStagingPath(suffix = '.part'): string {
