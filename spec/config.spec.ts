@@ -39,6 +39,12 @@ describe('configuration', () => {
     for (const key of Object.keys(shipped)) assert.ok(Object.hasOwn(DEFAULTS, key), key);
   });
 
+  it('documents every key in the README configuration table', async () => {
+    const readme = await readFile(path.resolve(import.meta.dirname, '../README.md'), 'utf8');
+    const table = readme.slice(readme.indexOf('## Configuration'));
+    for (const key of Object.keys(DEFAULTS)) assert.ok(table.includes(`\`${key}\``), `${key} is missing from the README`);
+  });
+
   it('warns about an unknown key by name and still starts', () => {
     const { warnings } = parseConfigText('Secret = "s"\nListenPrt = "8080"\n', '/srv');
     assert.deepEqual(warnings, ['unknown key ListenPrt (ignored)']);
