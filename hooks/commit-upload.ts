@@ -3,8 +3,9 @@
 import { rm } from 'node:fs/promises';
 import type { Logger } from '../server/logger.js';
 import type { FileLayout } from '../stores/file-layout.js';
-import type { FileMetadata, StoredEncryption } from '../stores/file-metadata.js';
+import type { BlobRef, FileMetadata, StoredEncryption } from '../stores/file-metadata.js';
 import { checkExtension } from './extension-check.js';
+import type { Dedup } from './dedup.js';
 import { createPathLock } from './path-lock.js';
 import { placeFile } from './place.js';
 import { keepAsVersion, pruneVersions } from '../stores/versions.js';
@@ -34,6 +35,8 @@ export interface CommitDeps {
   scan?: (upload: StagedUpload) => Promise<void>;
   /** EnableVersioning: how many earlier versions of a path to keep. */
   maxVersions?: number;
+  /** DeduplicationEnabled: blobs and their index. */
+  dedup?: Dedup;
   now?: () => Date;
 }
 
@@ -43,10 +46,25 @@ export function createCommitUpload(deps: CommitDeps): CommitUpload {
   const now = deps.now ?? (() => new Date());
   const lockPath = createPathLock();
   const { maxVersions } = deps;
+  const release = deps.dedup ? (blob: BlobRef) => deps.dedup!.release(blob) : undefined;
+
+  const place = async (layout: FileLayout, from: string, meta: FileMetadata) => {
+    if (maxVersions === undefined) return placeFile(layout, from, meta);
+    // The previous file becomes a version instead of a 409, then the surplus of versions goes.
+    await lockPath(`${layout.prefix}/${meta.path}`, async () => {
+      await keepAsVersion(layout, meta.path);
+      await placeFile(layout, from, meta);
+      await pruneVersions(layout, meta.path, maxVersions, release);
+    });
+  };
+
   return async function commitUpload(layout, upload) {
     try {
       checkExtension(deps.allowedExtensions, upload.path);
       await deps.scan?.(upload);
+      // With dedup the bytes placed are the blob's (perhaps another upload's, under its own IV).
+      const adopted = await deps.dedup?.adopt(upload);
+      const encryption = adopted ? adopted.encryption : upload.encryption;
       const meta: FileMetadata = {
         path: upload.path,
         prefix: layout.prefix,
@@ -56,19 +74,16 @@ export function createCommitUpload(deps: CommitDeps): CommitUpload {
         ...(upload.owner !== undefined ? { owner: upload.owner } : {}),
         ...(upload.expiresAt !== undefined ? { expiresAt: upload.expiresAt.toISOString() } : {}),
         ...(upload.sha256 !== undefined ? { sha256: upload.sha256 } : {}),
-        ...(upload.encryption !== undefined ? { encryption: upload.encryption } : {}),
+        ...(encryption !== undefined ? { encryption } : {}),
+        ...(adopted ? { blob: adopted.blob } : {}),
       };
-      if (maxVersions === undefined) {
-        await placeFile(layout, upload.stagingPath, meta);
-      } else {
-        // The previous file becomes a version instead of a 409, then the surplus of versions goes.
-        await lockPath(`${layout.prefix}/${upload.path}`, async () => {
-          await keepAsVersion(layout, upload.path);
-          await placeFile(layout, upload.stagingPath, meta);
-          await pruneVersions(layout, upload.path, maxVersions);
-        });
+      try {
+        await place(layout, adopted?.from ?? upload.stagingPath, meta);
+      } catch (err) {
+        if (adopted) await deps.dedup!.release(adopted.blob);
+        throw err;
       }
-      deps.logger.info('upload.committed', { path: upload.path, size: upload.size, via: upload.via, client: upload.client });
+      deps.logger.info('upload.committed', { path: upload.path, size: upload.size, via: upload.via, client: upload.client, ...(adopted ? { blob: adopted.blob.sha } : {}) });
       return meta;
     } finally {
       if (!upload.keepStaging) await rm(upload.stagingPath, { force: true });

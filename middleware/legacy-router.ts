@@ -19,7 +19,7 @@ import { sendDownload } from './download.js';
 import { allowedMethods, legacyHeaders } from './legacy-headers.js';
 import { HmacQueryVerifier, macMatchesAny, versionsMessage } from './slot-verifier-hmac.js';
 import { openStored } from '../stores/committed-files.js';
-import { listVersions, removeAllVersions, versionMeta } from '../stores/versions.js';
+import { listVersions, removeAllVersions, versionMeta, type ReleaseBlob } from '../stores/versions.js';
 import { FileShareJwtVerifier } from './slot-verifier-jwt.js';
 import { verifySlot, type SlotVerifier } from './slot-verifier.js';
 
@@ -37,6 +37,8 @@ export interface LegacyRouterDeps {
   chunkSize: number;
   /** EnableVersioning: a PUT to a taken path keeps the old file as a version instead of a 409. */
   versioning: boolean;
+  /** Deduplication: told when a removed copy shared a blob. */
+  release: ReleaseBlob | undefined;
   now?: () => Date;
 }
 
@@ -152,7 +154,7 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
       throw authFailed(req, 'mac_invalid', 'E_MAC_INVALID');
     }
     if (!(await files.remove(path))) throw httpError('E_NOT_FOUND');
-    await removeAllVersions(deps.layout, path);
+    await removeAllVersions(deps.layout, path, deps.release);
     logger.info('upload.deleted', { path, client: clientIp(req) });
     res.status(204).end();
   };

@@ -13,7 +13,9 @@ import { requestLog } from '../middleware/request-log.js';
 import { CommittedFiles } from '../stores/committed-files.js';
 import type { FileLayout } from '../stores/file-layout.js';
 import type { KeyRing } from '../stores/key-ring.js';
+import type { BlobRef } from '../stores/file-metadata.js';
 import type { ScanGate } from '../hooks/scan.js';
+import type { Dedup } from '../hooks/dedup.js';
 
 export interface TenantStore {
   tenant: Tenant;
@@ -29,6 +31,8 @@ export interface AppDeps {
   keys: KeyRing;
   /** Virus scanning inside commitUpload(); absent when ClamAVEnabled is off. */
   scan?: ScanGate;
+  /** Deduplication inside commitUpload(); absent when DeduplicationEnabled is off. */
+  dedup?: Dedup;
 }
 
 export interface App {
@@ -37,7 +41,7 @@ export interface App {
   tus?: TusDoor;
 }
 
-export function createApp({ config, logger, tenants, keys, scan }: AppDeps): App {
+export function createApp({ config, logger, tenants, keys, scan, dedup }: AppDeps): App {
   const app = express();
   app.disable('x-powered-by');
   app.set('case sensitive routing', true);
@@ -51,13 +55,15 @@ export function createApp({ config, logger, tenants, keys, scan }: AppDeps): App
     allowedExtensions: config.AllowedExtensions,
     ...(scan ? { scan: scan.stage } : {}),
     ...(config.EnableVersioning ? { maxVersions: config.MaxVersions } : {}),
+    ...(dedup ? { dedup } : {}),
   });
+  const release = dedup ? (blob: BlobRef) => dedup.release(blob) : undefined;
 
   app.use(requestLog(logger));
   let tus: TusDoor | undefined;
   const defaultTenant = tenants.find((t) => t.tenant.prefix === config.UploadSubDir);
   if ((config.ResumableUploadsEnabled || config.ChunkedUploadsEnabled) && defaultTenant) {
-    tus = createTusDoor({ config, logger, keys, layout: defaultTenant.layout, files: new CommittedFiles(defaultTenant.layout, keys), commitUpload });
+    tus = createTusDoor({ config, logger, keys, layout: defaultTenant.layout, files: new CommittedFiles(defaultTenant.layout, keys, release), commitUpload });
     app.use(config.TusPath.slice(0, -1), tus.router);
   }
   for (const { tenant, layout } of tenants) {
@@ -66,7 +72,8 @@ export function createApp({ config, logger, tenants, keys, scan }: AppDeps): App
       legacyRouter({
         tenant,
         layout,
-        files: new CommittedFiles(layout, keys),
+        files: new CommittedFiles(layout, keys, release),
+        release,
         keys,
         commitUpload,
         logger,

@@ -158,6 +158,8 @@ export const configSchema = z.object({
   RedisPassword: text(),
   RedisDBIndex: count(0),
   RedisHealthCheckInterval: duration(),
+  RedisSentinels: z.array(text().regex(/^[^\s:]+:\d+$/, { error: 'a host:port address' }), { error: 'a list of Sentinel addresses such as ["10.0.0.1:26379"]' }),
+  RedisSentinelName: text(),
   // IP management
   EnableIPManagement: bool(),
   AllowedIPs: cidrList(),
@@ -249,6 +251,8 @@ export const DEFAULTS: { readonly [K in ConfigKey]-?: Exclude<ConfigInput[K], un
   RedisPassword: '',
   RedisDBIndex: 0,
   RedisHealthCheckInterval: '30s',
+  RedisSentinels: [],
+  RedisSentinelName: 'mymaster',
   EnableIPManagement: false,
   AllowedIPs: ['0.0.0.0/0', '::/0'],
   BlockedIPs: [],
@@ -270,8 +274,7 @@ export const DEFAULTS: { readonly [K in ConfigKey]-?: Exclude<ConfigInput[K], un
  */
 export const NOT_YET_ACTIVE: ReadonlyArray<readonly [ConfigKey, (c: Config) => boolean]> = [
   ['EnableTLS', (c) => c.EnableTLS],
-  ['RedisEnabled', (c) => c.RedisEnabled],
-  ['DeduplicationEnabled', (c) => c.DeduplicationEnabled],
+  ['RedisEnabled', (c) => c.RedisEnabled && !c.DeduplicationEnabled],
   ['MetricsEnabled', (c) => c.MetricsEnabled],
   ['EnableIPManagement', (c) => c.EnableIPManagement],
   ['EnableRateLimiting', (c) => c.EnableRateLimiting],

@@ -6,6 +6,7 @@ import type { Config } from './config.js';
 import { createHttpServer, listen, type Listener } from './listen.js';
 import type { Logger } from './logger.js';
 import { tenantsOf } from './tenants.js';
+import type { BlobRef } from '../stores/file-metadata.js';
 import { FileLayout } from '../stores/file-layout.js';
 import { sweepStaging } from '../stores/staging.js';
 import { CommittedFiles } from '../stores/committed-files.js';
@@ -13,13 +14,52 @@ import { sweepExpired, sweepInterval, type ExpiryCounters } from '../stores/expi
 import { keyRingFrom } from '../stores/key-ring.js';
 import { createScanGate, type ScanGate } from '../hooks/scan.js';
 import { ClamdScanner, clamdAddress } from '../hooks/scanner-clamd.js';
+import { createDedup, type Dedup } from '../hooks/dedup.js';
+import { BlobStore } from '../stores/blobs.js';
+import { EmbeddedDedupIndex } from '../stores/dedup-index-embedded.js';
+import { RedisDedupIndex } from '../stores/dedup-index-redis.js';
+import { createRedis } from './redis.js';
+import path from 'node:path';
 
 export interface RunningServer extends Listener {
   /** Per tenant, longest prefix first; the default tenant (UploadSubDir) is among them. */
   tenants: readonly TenantStore[];
   tus?: TusDoor;
   scan?: ScanGate;
+  dedup?: Dedup;
   expiry: { sweep(now?: number): Promise<number>; counters: ExpiryCounters };
+}
+
+/** Blobs under StoreDir/.hmac/blobs, indexed in Redis (RedisEnabled) or in StoreDir/.hmac/refs. */
+async function startDedup(config: Config, logger: Logger, layout: FileLayout): Promise<{ dedup: Dedup; close: () => Promise<void> }> {
+  const hmacDir = path.dirname(layout.metaDir);
+  let index;
+  if (config.RedisEnabled) {
+    const redis = createRedis(config);
+    redis.on('error', (err: Error) => logger.debug('redis.error', { cause: err.message }));
+    // Give the first connection a moment, so a healthy Redis deduplicates from the first upload; a Redis that
+    // is down does not hold the start (uploads are then stored without dedup until it answers).
+    await Promise.race([new Promise((resolve) => redis.once('ready', resolve)), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+    index = new RedisDedupIndex(redis);
+  } else {
+    index = new EmbeddedDedupIndex(path.join(hmacDir, 'refs'));
+  }
+  const dedup = createDedup({
+    blobs: new BlobStore(path.join(hmacDir, 'blobs')),
+    index,
+    metaDirs: [layout.metaDir, layout.versionsDir],
+    healthIntervalMs: config.RedisHealthCheckInterval,
+    logger,
+    startHealthy: !config.RedisEnabled,
+  });
+  await dedup.check();
+  return {
+    dedup,
+    close: async () => {
+      dedup.stop();
+      await index.close();
+    },
+  };
 }
 
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
@@ -42,7 +82,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         logger,
       })
     : undefined;
-  const { app, tus } = createApp({ config, logger, tenants, keys, ...(scan ? { scan } : {}) });
+  const deduplication = config.DeduplicationEnabled ? await startDedup(config, logger, tenants[0]!.layout) : undefined;
+  const dedup = deduplication?.dedup;
+  const release = dedup ? (blob: BlobRef) => dedup.release(blob) : undefined;
+  const { app, tus } = createApp({ config, logger, tenants, keys, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}) });
   // Staging files that outlived ReadTimeout belong to no request any more (a crash, a kill): sweep them now
   // and then every hour.
   const stagingAge = config.ReadTimeout > 0 ? config.ReadTimeout : 24 * 3_600_000;
@@ -54,7 +97,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const expiryDeps = {
     metaDir: tenants[0]!.layout.metaDir,
     versionsDir: tenants[0]!.layout.versionsDir,
-    files: new Map(tenants.map(({ tenant, layout }) => [tenant.prefix, new CommittedFiles(layout, keys)])),
+    files: new Map(tenants.map(({ tenant, layout }) => [tenant.prefix, new CommittedFiles(layout, keys, release)])),
+    release,
     defaultPrefix: config.UploadSubDir,
     fileTtlMs: config.FileTTL,
     logger,
@@ -78,12 +122,14 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     tenants,
     ...(tus ? { tus } : {}),
     ...(scan ? { scan } : {}),
+    ...(dedup ? { dedup } : {}),
     expiry: { sweep: expire, counters: expiryCounters },
     close: async (graceMs) => {
       tus?.stop();
       scan?.stop();
       clearInterval(sweeper);
       clearInterval(expirer);
+      await deduplication?.close();
       await listener.close(graceMs);
     },
   };

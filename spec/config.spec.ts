@@ -30,8 +30,10 @@ describe('configuration', () => {
     assert.equal(config.GracefulShutdownTimeout, 10_000);
     assert.deepEqual(config.AllowedExtensions.slice(0, 2), ['.txt', '.pdf']);
     // Features that are not built yet say so rather than pretend.
-    assert.ok(warnings.some((w) => w.startsWith('RedisEnabled') && w.includes('not yet active')));
-    assert.ok(!warnings.some((w) => w.startsWith('ClamAVEnabled')));
+    assert.ok(warnings.some((w) => w.startsWith('MetricsEnabled') && w.includes('not yet active')));
+    for (const active of ['ClamAVEnabled', 'RedisEnabled', 'DeduplicationEnabled', 'EnableVersioning', 'FileTTL']) {
+      assert.ok(!warnings.some((w) => w.startsWith(active)), active);
+    }
   });
 
   it('every key of the shipped config.toml is a key of the schema', async () => {

@@ -11,6 +11,7 @@ import { httpError } from '../server/errors.js';
 import { keyOf, plaintextStream } from './at-rest.js';
 import { readMetadata, removeMetadata, type FileMetadata } from './file-metadata.js';
 import type { KeyRing } from './key-ring.js';
+import type { ReleaseBlob } from './versions.js';
 
 export interface OpenFile {
   meta: FileMetadata;
@@ -65,6 +66,8 @@ export class CommittedFiles {
   constructor(
     private readonly layout: FileLayout,
     private readonly keys: KeyRing,
+    /** Deduplication: told when a removed file shared a blob. */
+    private readonly release?: ReleaseBlob,
   ) {}
 
   async exists(slotPath: string): Promise<boolean> {
@@ -82,9 +85,11 @@ export class CommittedFiles {
   /** Removes a committed file; false when there was none. Metadata goes first so GETs stop at once. */
   async remove(slotPath: string): Promise<boolean> {
     const metaPath = this.layout.metaPath(slotPath);
-    if (!(await readMetadata(metaPath))) return false;
+    const meta = await readMetadata(metaPath);
+    if (!meta) return false;
     await removeMetadata(metaPath);
     await rm(this.layout.dataPath(slotPath), { force: true });
+    if (meta.blob && this.release) await this.release(meta.blob);
     return true;
   }
 }

@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { Logger } from '../server/logger.js';
 import type { CommittedFiles } from './committed-files.js';
 import { readMetadata, type FileMetadata } from './file-metadata.js';
+import type { ReleaseBlob } from './versions.js';
 
 /** file_deletions_total, for the metrics work. */
 export interface ExpiryCounters {
@@ -24,6 +25,7 @@ export interface ExpiryDeps {
   fileTtlMs: number;
   logger: Logger;
   counters: ExpiryCounters;
+  release?: ReleaseBlob;
 }
 
 export function isExpired(meta: FileMetadata, fileTtlMs: number, now: number): boolean {
@@ -56,6 +58,7 @@ export async function sweepExpired(deps: ExpiryDeps, now = Date.now()): Promise<
     if (!meta || !isExpired(meta, deps.fileTtlMs, now)) continue;
     await rm(metaPath, { force: true });
     await rm(metaPath.slice(0, -'.json'.length), { force: true });
+    if (meta.blob && deps.release) await deps.release(meta.blob);
     removed += 1;
     deps.counters.deletions += 1;
     deps.logger.info('file.expired', { path: `${meta.prefix ?? deps.defaultPrefix}/${meta.path}`, version: entry.name.slice(0, -'.json'.length) });

@@ -21,6 +21,15 @@ export interface FileMetadata {
   sha256?: string;
   /** How the bytes on disk are encrypted; absent for a file stored plainly. */
   encryption?: StoredEncryption;
+  /** DeduplicationEnabled: the blob this copy's bytes are shared with, and this copy's reference to it. */
+  blob?: BlobRef;
+}
+
+export interface BlobRef {
+  /** Hex SHA-256 of the plaintext, the blob's name. */
+  sha: string;
+  /** This stored copy's reference in the dedup index. */
+  ref: string;
 }
 
 export interface StoredEncryption {

@@ -10,7 +10,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { FileLayout } from './file-layout.js';
-import { readMetadata, type FileMetadata } from './file-metadata.js';
+import { readMetadata, type BlobRef, type FileMetadata } from './file-metadata.js';
+
+/** Called when a removed copy referred to a dedup blob. */
+export type ReleaseBlob = (blob: BlobRef) => Promise<void>;
 
 export interface VersionInfo {
   id: string;
@@ -61,20 +64,23 @@ export async function versionMeta(layout: FileLayout, slotPath: string, id: stri
   return meta ? { meta, dataPath: path.join(dir, id) } : undefined;
 }
 
-export async function removeVersion(layout: FileLayout, slotPath: string, id: string): Promise<void> {
+export async function removeVersion(layout: FileLayout, slotPath: string, id: string, release?: ReleaseBlob): Promise<void> {
   const dir = layout.versionDir(slotPath);
+  const meta = await readMetadata(path.join(dir, `${id}.json`)).catch(() => undefined);
   await rm(path.join(dir, `${id}.json`), { force: true });
   await rm(path.join(dir, id), { force: true });
+  if (meta?.blob && release) await release(meta.blob);
 }
 
 /** Removes the oldest versions beyond max; returns how many went. */
-export async function pruneVersions(layout: FileLayout, slotPath: string, max: number): Promise<number> {
+export async function pruneVersions(layout: FileLayout, slotPath: string, max: number, release?: ReleaseBlob): Promise<number> {
   const ids = await versionIds(layout, slotPath);
   const surplus = ids.slice(0, Math.max(0, ids.length - max));
-  for (const id of surplus) await removeVersion(layout, slotPath, id);
+  for (const id of surplus) await removeVersion(layout, slotPath, id, release);
   return surplus.length;
 }
 
-export async function removeAllVersions(layout: FileLayout, slotPath: string): Promise<void> {
+export async function removeAllVersions(layout: FileLayout, slotPath: string, release?: ReleaseBlob): Promise<void> {
+  for (const id of await versionIds(layout, slotPath)) await removeVersion(layout, slotPath, id, release);
   await rm(layout.versionDir(slotPath), { recursive: true, force: true });
 }

@@ -1,0 +1,117 @@
+// Commit stage: deduplication. The plaintext SHA-256 (computed while the bytes streamed in) names a blob; the
+// first upload of some content becomes that blob, later ones link to it and drop their own bytes. References
+// live in a DedupIndex (embedded or Redis). When the index cannot answer (Redis down), uploads are stored
+// without dedup and nothing waits; when it answers again, it is rebuilt from the metadata on disk.
+import { randomBytes } from 'node:crypto';
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from '../server/logger.js';
+import type { BlobStore } from '../stores/blobs.js';
+import type { DedupIndex } from '../stores/dedup-index.js';
+import { readMetadata, type BlobRef, type StoredEncryption } from '../stores/file-metadata.js';
+import type { StagedUpload } from './commit-upload.js';
+
+export interface Adopted {
+  /** Where the bytes to place are: the blob's name. */
+  from: string;
+  /** How those bytes are stored (the blob's IV, when encrypted). */
+  encryption?: StoredEncryption;
+  blob: BlobRef;
+}
+
+export interface Dedup {
+  /** Adopts the staged bytes as, or onto, their blob; undefined when the index is unavailable. */
+  adopt(upload: StagedUpload): Promise<Adopted | undefined>;
+  /** A stored copy that held blob is gone; the last one takes the blob's name with it. */
+  release(blob: BlobRef): Promise<void>;
+  /** Checks the index and rebuilds it after an outage; also runs every healthIntervalMs. */
+  check(): Promise<boolean>;
+  healthy(): boolean;
+  stop(): void;
+}
+
+export interface DedupDeps {
+  blobs: BlobStore;
+  index: DedupIndex & { ping?(): Promise<boolean> };
+  /** Metadata folders whose files may hold blob references (committed files and kept versions). */
+  metaDirs: readonly string[];
+  healthIntervalMs: number;
+  logger: Logger;
+  /** false for an index over the network: nothing is deduplicated until its first check (and rebuild) passed. */
+  startHealthy: boolean;
+}
+
+async function* blobRefsOnDisk(dirs: readonly string[]): AsyncGenerator<BlobRef> {
+  for (const dir of dirs) {
+    for (const entry of await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => [])) {
+      if (!entry.isFile() || !entry.name.endsWith('.json')) continue;
+      const meta = await readMetadata(path.join(entry.parentPath, entry.name)).catch(() => undefined);
+      if (meta?.blob) yield meta.blob;
+    }
+  }
+}
+
+export function createDedup(deps: DedupDeps): Dedup {
+  let up = deps.startHealthy;
+  const down = (err: unknown) => {
+    if (up) deps.logger.warn('dedup.unavailable', { cause: err instanceof Error ? err.message : String(err), note: 'storing without deduplication' });
+    up = false;
+  };
+
+  const check = async (): Promise<boolean> => {
+    const answers = deps.index.ping ? await deps.index.ping().catch(() => false) : true;
+    if (answers && !up) {
+      // The index may have lost references while it was away (a Redis restarted empty): put back every
+      // reference the metadata on disk holds, then take new uploads again.
+      let restored = 0;
+      try {
+        for await (const blob of blobRefsOnDisk(deps.metaDirs)) {
+          await deps.index.addRef(blob.sha, blob.ref);
+          restored += 1;
+        }
+      } catch (err) {
+        down(err);
+        return false;
+      }
+      up = true;
+      deps.logger.info('dedup.reconciled', { references: restored });
+    } else if (!answers) {
+      down(new Error('no answer to PING'));
+    }
+    return up;
+  };
+  const timer = deps.healthIntervalMs > 0 ? setInterval(() => void check(), deps.healthIntervalMs).unref() : undefined;
+
+  return {
+    async adopt(upload) {
+      if (!up || upload.sha256 === undefined) return undefined;
+      const sha = upload.sha256;
+      const blob: BlobRef = { sha, ref: randomBytes(12).toString('hex') };
+      try {
+        return await deps.blobs.lock(sha, async () => {
+          const info = await deps.blobs.adopt(sha, upload.stagingPath, { size: upload.size, ...(upload.encryption ? { encryption: upload.encryption } : {}) });
+          await deps.index.addRef(sha, blob.ref);
+          return { from: deps.blobs.dataPath(sha), ...(info.encryption ? { encryption: info.encryption } : {}), blob };
+        });
+      } catch (err) {
+        down(err);
+        return undefined;
+      }
+    },
+
+    async release(blob) {
+      try {
+        await deps.blobs.lock(blob.sha, async () => {
+          if (await deps.index.removeRef(blob.sha, blob.ref)) await deps.blobs.release(blob.sha);
+        });
+      } catch (err) {
+        // The blob's name stays until the index answers again; no byte anyone uses is lost.
+        down(err);
+      }
+    },
+
+    check,
+    healthy: () => up,
+    stop: () => clearInterval(timer),
+  };
+}

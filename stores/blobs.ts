@@ -1,0 +1,63 @@
+// Content-addressed blobs for deduplication. A blob is one more hard link to the bytes of every path that holds
+// the same plaintext, so downloads read a path exactly as before and removing one name never removes bytes
+// another name still uses:
+//
+//   StoreDir/.hmac/blobs/<sha[0..2]>/<sha>         the bytes as stored (encrypted once, when encryption is on)
+//   StoreDir/.hmac/blobs/<sha[0..2]>/<sha>.json    {"size", "encryption"}: how to read them
+//
+// sha is the SHA-256 of the plaintext. Work on one blob is serialised in this process.
+import { link, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { createPathLock, type PathLock } from '../hooks/path-lock.js';
+import type { StoredEncryption } from './file-metadata.js';
+
+export interface BlobInfo {
+  size: number;
+  encryption?: StoredEncryption;
+}
+
+export class BlobStore {
+  /** Serialises adopt and release per blob. */
+  readonly lock: PathLock = createPathLock();
+
+  constructor(readonly dir: string) {}
+
+  dataPath(sha: string): string {
+    return path.join(this.dir, sha.slice(0, 2), sha);
+  }
+
+  private infoPath(sha: string): string {
+    return `${this.dataPath(sha)}.json`;
+  }
+
+  async info(sha: string): Promise<BlobInfo | undefined> {
+    try {
+      return JSON.parse(await readFile(this.infoPath(sha), 'utf8')) as BlobInfo;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * The blob for sha, made from the staged bytes when there is none yet. Call under lock(sha). The returned
+   * info says how the blob's bytes are stored, which may differ from the staged copy (another IV).
+   */
+  async adopt(sha: string, stagingPath: string, staged: BlobInfo): Promise<BlobInfo> {
+    const existing = await this.info(sha);
+    if (existing) return existing;
+    const data = this.dataPath(sha);
+    await mkdir(path.dirname(data), { recursive: true, mode: 0o750 });
+    // A name without its info is left from an interrupted adopt: replace it.
+    await rm(data, { force: true });
+    await link(stagingPath, data);
+    await writeFile(this.infoPath(sha), JSON.stringify(staged), { mode: 0o640 });
+    return staged;
+  }
+
+  /** Removes the blob's own name and info; paths that still link its bytes keep them. Call under lock(sha). */
+  async release(sha: string): Promise<void> {
+    await rm(this.infoPath(sha), { force: true });
+    await rm(this.dataPath(sha), { force: true });
+  }
+}
