@@ -213,7 +213,10 @@ describe('damaged encrypted files', () => {
 
   it('cuts off a whole-file download whose bytes no longer match the recorded digest', async () => {
     const file = await open(path.join(server.storeDir, 'upload', 'damaged', 'flipped.bin'), 'r+');
-    await file.write(Buffer.from([0x42]), 0, 1, 30_000);
+    // Flip every bit of one byte, so the file really changes whatever the byte was.
+    const byte = Buffer.alloc(1);
+    await file.read(byte, 0, 1, 30_000);
+    await file.write(Buffer.from([byte[0]! ^ 0xff]), 0, 1, 30_000);
     await file.close();
     const answer = await exchange(server.url, [head('GET', '/upload/damaged/flipped.bin')]);
     // Headers and most bytes went out before the end of the file was hashed: the transfer is cut short.
