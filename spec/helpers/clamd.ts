@@ -1,14 +1,14 @@
 // A real clamd (Debian's clamav-daemon) from a private config and a signature database made at test time for
 // the EICAR test string (PROTOCOL.md, "ClamAV without a network"): no freshclam, no network, loopback only.
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { ClamdScanner } from '../../hooks/scanner-clamd.js';
 import { ensureDebianPackages } from './debian-packages.js';
-import { freePort, startDaemon, type Daemon } from './local-daemon.js';
+import { freePort, restartable, startDaemon, type Restartable } from './local-daemon.js';
 
 const run = promisify(execFile);
 
@@ -17,14 +17,9 @@ export const EICAR = Buffer.from(['X5O!P%@AP[4\\PZX54(P^)7CC)7}$', 'EICAR-STANDA
 
 export const CLAMD_BINARIES: Record<string, string> = { clamd: 'clamav-daemon', sigtool: 'clamav', clamdscan: 'clamdscan' };
 
-export interface RunningClamd {
+export interface RunningClamd extends Restartable {
   socketPath: string;
   tcpPort: number;
-  /** Starts clamd (again, after stop()); nothing while it runs. */
-  start(): Promise<void>;
-  /** Stops clamd; the folder stays for a restart until dispose(). */
-  stop(): Promise<void>;
-  dispose(): Promise<void>;
 }
 
 export async function startClamd(options: { streamMaxLength?: string } = {}): Promise<RunningClamd> {
@@ -58,24 +53,15 @@ export async function startClamd(options: { streamMaxLength?: string } = {}): Pr
     ].join('\n'),
   );
 
-  let daemon: Daemon | undefined;
   const scanner = new ClamdScanner({ path: socketPath }, 2000);
   const clamd: RunningClamd = {
     socketPath,
     tcpPort,
-    async start() {
-      if (daemon) return;
-      daemon = startDaemon('clamd', 'clamd', ['-c', configFile], { logFile });
-      await daemon.waitUntilReady(() => scanner.ping(), { timeoutMs: 30_000, pollMs: 50, notReady: 'clamd did not answer PING within 30 s' });
-    },
-    async stop() {
-      await daemon?.stop({ graceMs: 5000 });
-      daemon = undefined;
-    },
-    async dispose() {
-      await clamd.stop();
-      await rm(dir, { recursive: true, force: true });
-    },
+    ...restartable(dir, () => startDaemon('clamd', 'clamd', ['-c', configFile], { logFile }), {
+      check: () => scanner.ping(),
+      timeoutMs: 30_000,
+      notReady: 'clamd did not answer PING within 30 s',
+    }),
   };
   await clamd.start();
   return clamd;

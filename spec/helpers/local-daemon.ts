@@ -1,6 +1,6 @@
 // What any local server a test starts needs (Prosody, ejabberd, …): a free port, a probe, a supervised process.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -78,4 +78,36 @@ export function startDaemon(label: string, command: string, args: readonly strin
       }
     },
   };
+}
+
+/** A service a test stops and starts again in its own folder; dispose() stops it and removes the folder. */
+export interface Restartable {
+  /** Starts the service (again, after stop()); nothing while it runs. */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  dispose(): Promise<void>;
+}
+
+export function restartable(
+  dir: string,
+  launch: () => Daemon,
+  ready: { check: () => Promise<boolean>; timeoutMs: number; notReady: string },
+): Restartable {
+  let daemon: Daemon | undefined;
+  const service: Restartable = {
+    async start() {
+      if (daemon) return;
+      daemon = launch();
+      await daemon.waitUntilReady(ready.check, { timeoutMs: ready.timeoutMs, pollMs: 50, notReady: ready.notReady });
+    },
+    async stop() {
+      await daemon?.stop({ graceMs: 5000 });
+      daemon = undefined;
+    },
+    async dispose() {
+      await service.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+  return service;
 }

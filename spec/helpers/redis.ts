@@ -1,18 +1,15 @@
 // A private redis-server on a random loopback port (never the machine's shared one), that a test can stop and
 // start again on the same port; it keeps nothing on disk, so a restart comes back empty.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { ensureDebianPackages } from './debian-packages.js';
-import { freePort, startDaemon, type Daemon } from './local-daemon.js';
+import { freePort, restartable, startDaemon, type Restartable } from './local-daemon.js';
 
-export interface RunningRedis {
+export interface RunningRedis extends Restartable {
   port: number;
   addr: string;
-  start(): Promise<void>;
-  stop(): Promise<void>;
-  dispose(): Promise<void>;
 }
 
 async function answers(port: number): Promise<boolean> {
@@ -33,23 +30,15 @@ export async function startRedis(): Promise<RunningRedis> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'hfs-redis-'));
   const port = await freePort();
   const logFile = path.join(dir, 'redis.log');
-  let daemon: Daemon | undefined;
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--logfile', logFile];
   const redis: RunningRedis = {
     port,
     addr: `127.0.0.1:${port}`,
-    async start() {
-      if (daemon) return;
-      daemon = startDaemon('redis-server', 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--logfile', logFile], { logFile });
-      await daemon.waitUntilReady(() => answers(port), { timeoutMs: 15_000, pollMs: 50, notReady: 'redis-server did not answer PING within 15 s' });
-    },
-    async stop() {
-      await daemon?.stop({ graceMs: 5000 });
-      daemon = undefined;
-    },
-    async dispose() {
-      await redis.stop();
-      await rm(dir, { recursive: true, force: true });
-    },
+    ...restartable(dir, () => startDaemon('redis-server', 'redis-server', args, { logFile }), {
+      check: () => answers(port),
+      timeoutMs: 15_000,
+      notReady: 'redis-server did not answer PING within 15 s',
+    }),
   };
   await redis.start();
   return redis;
