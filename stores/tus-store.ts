@@ -87,14 +87,22 @@ export class CountingFileStore extends FileStore {
   /** Running plaintext SHA-256 per upload, as long as its chunks arrive in order in this process. */
   private readonly digests = new Map<string, { offset: number; hash: Hash }>();
 
+  /** Set once at creation and never changed: read from the tus record once per upload, not per PATCH. */
+  private readonly encryptions = new Map<string, StoredEncryption | null>();
+
   /** How an upload's bytes are encrypted on disk, from its tus record; undefined when stored plainly. */
   async encryptionOf(id: string): Promise<StoredEncryption | undefined> {
-    const metadata = (await this.configstore.get(id))?.metadata ?? {};
-    const keyId = metadata[KEY_ID_KEY];
-    const iv = metadata[IV_KEY];
-    if (!keyId || !iv) return undefined;
-    const key = keyOf(this.options.keys, { method: keyId.startsWith('xor-') ? 'xor' : 'aes', keyId, iv }, `tus upload ${id}`);
-    return { method: key.method, keyId, iv };
+    let encryption = this.encryptions.get(id);
+    if (encryption === undefined) {
+      const metadata = (await this.configstore.get(id))?.metadata ?? {};
+      const keyId = metadata[KEY_ID_KEY];
+      const iv = metadata[IV_KEY];
+      encryption = keyId && iv ? { method: keyId.startsWith('xor-') ? 'xor' : 'aes', keyId, iv } : null;
+      this.encryptions.set(id, encryption);
+    }
+    if (!encryption) return undefined;
+    keyOf(this.options.keys, encryption, `tus upload ${id}`);
+    return encryption;
   }
 
   /** The plaintext of an upload's staging bytes (for concatenation and for a digest after a restart). */
@@ -116,6 +124,7 @@ export class CountingFileStore extends FileStore {
 
   override async remove(id: string): Promise<void> {
     this.digests.delete(id);
+    this.encryptions.delete(id);
     await super.remove(id);
   }
 
