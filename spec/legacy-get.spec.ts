@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import { rawRequest, signedPut } from './helpers/http.js';
 import { exchange, head } from './helpers/socket.js';
 import { startTestServer, type TestServer } from './helpers/test-server.js';
@@ -136,5 +137,24 @@ describe('legacy GET with ResumableDownloadsEnabled = false', () => {
     assert.equal(res.status, 200);
     assert.equal(res.body.toString(), '0123456789');
     assert.equal(res.headers['accept-ranges'], 'none');
+  });
+});
+
+describe('a damaged metadata record', () => {
+  it('answers 500 for that file only, without its details, and keeps serving the others', async () => {
+    const server = await startTestServer();
+    try {
+      assert.equal((await signedPut(server, 'meta/broken.txt', Buffer.from('a'))).status, 201);
+      assert.equal((await signedPut(server, 'meta/fine.txt', Buffer.from('b'))).status, 201);
+      const metaFile = server.running.tenants[0]!.layout.metaPath('meta/broken.txt');
+      await writeFile(metaFile, '{"path": truncated');
+      const res = await rawRequest(server.url, 'GET', '/upload/meta/broken.txt');
+      assert.equal(res.status, 500);
+      assert.equal(res.body.toString(), 'Internal server error\n');
+      assert.ok(await server.waitForLog(/error request\.failed code=E_INTERNAL .*meta\/broken\.txt/));
+      assert.equal((await rawRequest(server.url, 'GET', '/upload/meta/fine.txt')).body.toString(), 'b');
+    } finally {
+      await server.close();
+    }
   });
 });
