@@ -29,7 +29,7 @@ export interface TusRequest {
   runtime?: { node?: { req: IncomingMessage } };
 }
 
-export function nodeRequestOf(req: TusRequest): IncomingMessage | undefined {
+function nodeRequestOf(req: TusRequest): IncomingMessage | undefined {
   return req.runtime?.node?.req;
 }
 

@@ -10,11 +10,11 @@ import type { OpenFile } from '../stores/committed-files.js';
 // Media a browser may render in place. SVG is an image that can carry script, so it is downloaded instead.
 const INLINE = /^(image\/(?!svg)[^;]+|video\/[^;]+|audio\/[^;]+|text\/plain)\s*(;|$)/i;
 
-export function isInlineType(contentType: string): boolean {
+function isInlineType(contentType: string): boolean {
   return INLINE.test(contentType.trim());
 }
 
-export function etagOf(file: OpenFile): string {
+function etagOf(file: OpenFile): string {
   return `"${file.meta.size.toString(16)}-${Date.parse(file.meta.createdAt).toString(16)}"`;
 }
 

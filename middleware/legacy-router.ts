@@ -44,7 +44,7 @@ export interface LegacyRouterDeps {
 
 const DEFAULT_TYPE = 'application/octet-stream';
 
-export function slotVerifiersFor(tenant: Tenant): SlotVerifier[] {
+function slotVerifiersFor(tenant: Tenant): SlotVerifier[] {
   const verifiers: SlotVerifier[] = [];
   for (const scheme of ['v', 'v2', 'token'] as const) {
     if (tenant.protocols.has(scheme)) verifiers.push(new HmacQueryVerifier(scheme, tenant.secrets, tenant.userDirInPath));

@@ -13,7 +13,7 @@ export function hmacHex(secret: string, message: string): string {
 }
 
 /** Constant-time comparison of a hex MAC from a client (either case) with the expected digest. */
-export function macMatches(given: string, expectedHex: string): boolean {
+function macMatches(given: string, expectedHex: string): boolean {
   if (!HEX_MAC.test(given)) return false;
   return timingSafeEqual(Buffer.from(given, 'hex'), Buffer.from(expectedHex, 'hex'));
 }
@@ -27,7 +27,7 @@ export function macMatchesAny(given: string, secrets: readonly string[], message
 
 export type HmacScheme = 'v' | 'v2' | 'token';
 
-export function slotMessage(scheme: HmacScheme, path: string, size: number, contentType: string): string {
+function slotMessage(scheme: HmacScheme, path: string, size: number, contentType: string): string {
   return scheme === 'v' ? `${path} ${size}` : `${path}\0${size}\0${contentType}`;
 }
 

@@ -50,7 +50,6 @@ export const CATALOGUE = {
   E_INTERNAL: [500, 'Internal server error'],
   E_KEY_UNKNOWN: [500, 'Stored file cannot be decrypted'],
   E_INTEGRITY: [500, 'Stored file is damaged'],
-  E_UNAVAILABLE: [503, 'Service unavailable'],
   E_SCANNER_DOWN: [503, 'Virus scanner unavailable, try again later'],
   E_SCAN_QUEUE_FULL: [503, 'Too many uploads waiting for the virus scanner, try again later'],
   E_DISK_FULL: [507, 'Insufficient storage'],

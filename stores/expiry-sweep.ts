@@ -28,7 +28,7 @@ export interface ExpiryDeps {
   release?: ReleaseBlob;
 }
 
-export function isExpired(meta: FileMetadata, fileTtlMs: number, now: number): boolean {
+function isExpired(meta: FileMetadata, fileTtlMs: number, now: number): boolean {
   if (meta.expiresAt !== undefined && Date.parse(meta.expiresAt) <= now) return true;
   return fileTtlMs > 0 && now - Date.parse(meta.createdAt) > fileTtlMs;
 }

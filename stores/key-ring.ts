@@ -39,7 +39,7 @@ export class KeyRing {
 type KeyConfig = Pick<Config, 'Secret' | 'AESEnabled' | 'XOREnabled' | 'Method' | 'AESKey' | 'XORKey' | 'PreviousAESKeys' | 'PreviousXORKeys'>;
 
 /** Which method new files use: the one switched on, or Method when both are. */
-export function activeMethod(config: Pick<KeyConfig, 'AESEnabled' | 'XOREnabled' | 'Method'>): CipherMethod | undefined {
+function activeMethod(config: Pick<KeyConfig, 'AESEnabled' | 'XOREnabled' | 'Method'>): CipherMethod | undefined {
   if (config.AESEnabled && config.XOREnabled) return config.Method;
   if (config.AESEnabled) return 'aes';
   if (config.XOREnabled) return 'xor';

@@ -53,7 +53,7 @@ export interface ExpectedChecksum {
 }
 
 /** @tus/server answers an error thrown by a store with its status_code and body. */
-export class TusStoreError extends Error {
+class TusStoreError extends Error {
   constructor(
     readonly status_code: number,
     readonly body: string,

@@ -24,7 +24,7 @@ export interface VersionInfo {
 
 const VERSION_ID = /^\d{15}-[0-9a-f]{8}$/;
 
-export function isVersionId(id: string): boolean {
+function isVersionId(id: string): boolean {
   return VERSION_ID.test(id);
 }
 
