@@ -1,4 +1,4 @@
-// A clamd client for the INSTREAM command (PROTOCOL.md, "ClamAV without a network"): "zINSTREAM\0", then chunks
+// A clamd client for the INSTREAM command (docs/protocols.md, "ClamAV without a network"): "zINSTREAM\0", then chunks
 // of [uint32 big-endian length][bytes], then a zero-length chunk; clamd answers one NUL-terminated line:
 // "stream: OK", "stream: <Name> FOUND", or "INSTREAM size limit exceeded. ERROR" (StreamMaxLength).
 // Our own because the clamscan package writes the stream into the socket without backpressure (a large

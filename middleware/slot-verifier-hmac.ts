@@ -1,4 +1,4 @@
-// The HMAC-SHA256 query schemes of mod_http_upload_external, ejabberd and Metronome (PROTOCOL.md, "The MAC"):
+// The HMAC-SHA256 query schemes of mod_http_upload_external, ejabberd and Metronome (docs/protocols.md, "The MAC"):
 //   v     HMAC(secret, "<path> <size>")
 //   v2    HMAC(secret, "<path>\0<size>\0<content-type>")
 //   token same message as v2

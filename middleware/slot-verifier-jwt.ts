@@ -1,4 +1,4 @@
-// Prosody's built-in mod_http_file_share with an external base URL (PROTOCOL.md, "Other XMPP servers"):
+// Prosody's built-in mod_http_file_share with an external base URL (docs/protocols.md, "Other XMPP servers"):
 // PUT <base>/<slot>/<urlencoded filename> with "Authorization: Bearer <JWT>", HS256 with the shared secret,
 // claims sub iat exp slot filename filesize filetype [expires]. The checks are Prosody's own: signature, exp
 // at the start of the request, slot = first path segment, Content-Length = filesize (413 otherwise).

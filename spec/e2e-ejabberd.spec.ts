@@ -1,6 +1,6 @@
 // The whole chain with real software: go-sendxmpp and slixmpp ask ejabberd's mod_http_upload (external mode)
 // for a slot, PUT to our server with the `?v=` MAC ejabberd made over `<sha1(jid)>/<rand>/<name> <size>`, and
-// the GET URL ejabberd handed out must serve the same bytes (PROTOCOL.md, "Other XMPP servers that delegate").
+// the GET URL ejabberd handed out must serve the same bytes (docs/protocols.md, "Other XMPP servers").
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';

@@ -9,7 +9,7 @@ import { fileShareToken } from './helpers/jwt.js';
 const SECRET = 'mysecret';
 const SECRETS = ['current', 'previous'];
 
-describe('slot MACs (PROTOCOL.md test vectors)', () => {
+describe('slot MACs (docs/protocols.md test vectors)', () => {
   it('v signs "<path> <size>"', () => {
     assert.equal(signSlot(SECRET, 'v', 'thomas/abc/catmetal.jpg', 23026, 'ignored'), '7b8879e2d1c733b423a70cde30cecc3a3c64a03f790d1b5bcbb2a6aca52b477e');
   });

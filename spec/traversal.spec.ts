@@ -1,4 +1,4 @@
-// DESIGN.md, security invariants: no request reads or writes outside StoreDir.
+// Security invariant: no request reads or writes outside StoreDir (README, "Threat model").
 import assert from 'node:assert/strict';
 import { mkdir, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';

@@ -1,5 +1,5 @@
 // A real clamd (Debian's clamav-daemon) from a private config and a signature database made at test time for
-// the EICAR test string (PROTOCOL.md, "ClamAV without a network"): no freshclam, no network, loopback only.
+// the EICAR test string (docs/protocols.md, "ClamAV without a network"): no freshclam, no network, loopback only.
 import { execFile } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import net from 'node:net';

@@ -30,7 +30,7 @@ export const PROSODY_FILE_SHARE_BINARIES: Record<string, string> = { ...PROSODY_
 /** `Component "upload.<domain>" "http_upload_external"` (the default when `upload` is left out). */
 export interface UploadExternalOptions {
   upload?: 'http_upload_external';
-  /** Where slots point: must end in '/' (PROTOCOL.md, "URLs"). */
+  /** Where slots point: must end in '/' (docs/protocols.md, "URLs"). */
   uploadBaseUrl: string;
   secret: string;
   protocol: 'v1' | 'v2';
