@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { readFile, mkdtemp, writeFile } from 'node:fs/promises';
+import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parse as parseToml } from 'smol-toml';
-import { ConfigError, parseConfigText } from '../server/config.js';
+import { ConfigError, EXAMPLE_SECRET, loadConfig, parseConfigText } from '../server/config.js';
 import { DEFAULTS } from '../server/config-schema.js';
 import { runCli } from './helpers/cli.js';
 
@@ -49,7 +49,30 @@ describe('configuration', () => {
 
   it('warns about an unknown key by name and still starts', () => {
     const { warnings } = parseConfigText('Secret = "s"\nListenPrt = "8080"\n', '/srv');
-    assert.deepEqual(warnings, ['unknown key ListenPrt (ignored)']);
+    assert.deepEqual(warnings, ['unknown key ListenPrt (ignored): did you mean ListenPort?']);
+  });
+
+  it('suggests the known key for a wrong case or up to two edits, and nothing for a stranger', () => {
+    const { warnings } = parseConfigText('Secret = "s"\nmaxuploadsize = "1MB"\nFileTTl = "1d"\nDedupliactionEnabled = true\nFrobnicate = 1\n', '/srv');
+    assert.deepEqual(warnings, [
+      'unknown key maxuploadsize (ignored): did you mean MaxUploadSize?',
+      'unknown key FileTTl (ignored): did you mean FileTTL?',
+      'unknown key DedupliactionEnabled (ignored): did you mean DeduplicationEnabled?',
+      'unknown key Frobnicate (ignored)',
+    ]);
+  });
+
+  it('lists unknown keys among the problems when the config is invalid', () => {
+    const problems = problemsOf('Secret = "s"\nMaxUplodSize = "x"\nListenPort = "http"\n');
+    assert.deepEqual(problems, ['ListenPort = "http": expected a port number 0-65535', 'unknown key MaxUplodSize (ignored): did you mean MaxUploadSize?']);
+  });
+
+  it('names the absolute path of a config file it cannot read', () => {
+    assert.throws(() => loadConfig('no-such-dir/config.toml'), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.deepEqual(err.problems, [`cannot read ${path.resolve('no-such-dir/config.toml')}: ENOENT (no such file)`]);
+      return true;
+    });
   });
 
   it('names key, value and expected form for every invalid value at once', () => {
@@ -95,11 +118,43 @@ describe('configuration', () => {
   });
 });
 
+describe('the example secret of the shipped config.toml', () => {
+  const example = JSON.stringify(EXAMPLE_SECRET);
+  const refusal = (key: string) =>
+    `${key} = ${example}: the example secret from the shipped config.toml is accepted only when listening on loopback (ListenIP 127.0.0.1 or ::1, UnixSocket = false); set your own (openssl rand -hex 32)`;
+
+  for (const listen of ['ListenIP = "0.0.0.0"', 'ListenIP = "::"', 'ListenIP = "192.0.2.1"', 'ListenIP = "127.0.0.1"\nUnixSocket = true']) {
+    it(`is refused with ${listen.replace('\n', ', ')}`, () => {
+      assert.deepEqual(problemsOf(`Secret = ${example}\n${listen}\n`), [refusal('Secret')]);
+    });
+  }
+
+  for (const ip of ['127.0.0.1', '127.0.0.5', '::1']) {
+    it(`is accepted with a warning on ListenIP = "${ip}"`, () => {
+      const { warnings } = parseConfigText(`Secret = ${example}\nListenIP = "${ip}"\n`, '/srv');
+      assert.deepEqual(warnings, ['Secret is the example value from the shipped config.toml: set your own before exposing the server']);
+    });
+  }
+
+  const elsewhere = `Secret = "s"\nPreviousSecrets = [${example}]\n[[Tenants]]\nPrefix = "a"\nSecret = ${example}\n[[Tenants]]\nPrefix = "b"\nSecret = "b"\nPreviousSecrets = ["old", ${example}]\n`;
+  const keys = ['PreviousSecrets[0]', 'Tenants[0].Secret', 'Tenants[1].PreviousSecrets[1]'];
+
+  it('is refused in PreviousSecrets and in a tenant, each key named', () => {
+    assert.deepEqual(problemsOf(`ListenIP = "0.0.0.0"\n${elsewhere}`), keys.map(refusal));
+  });
+
+  it('is accepted there on loopback, with a warning per key', () => {
+    const { warnings } = parseConfigText(`ListenIP = "::1"\n${elsewhere}`, '/srv');
+    assert.deepEqual(warnings, keys.map((key) => `${key} is the example value from the shipped config.toml: set your own before exposing the server`));
+  });
+});
+
 describe('command line', () => {
   let dir: string;
   before(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'hfs-cli-'));
   });
+  after(() => rm(dir, { recursive: true, force: true }));
 
   it('exits 2 naming key, value and form for an invalid value', async () => {
     await writeFile(path.join(dir, 'bad.toml'), 'Secret = "s"\nIdleTimeout = "soon"\n');
@@ -112,6 +167,15 @@ describe('command line', () => {
     const result = await runCli(['--config', path.join(dir, 'nope.toml'), '--validate-config']);
     assert.equal(result.code, 2);
     assert.match(result.stderr, /cannot read .*nope\.toml: ENOENT/);
+  });
+
+  it('--validate-config exits 2 for the example secret on every interface', async () => {
+    const file = path.join(dir, 'exposed.toml');
+    await writeFile(file, `Secret = ${JSON.stringify(EXAMPLE_SECRET)}\nListenIP = "0.0.0.0"\n`);
+    const result = await runCli(['--config', file, '--validate-config']);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /config: error: Secret = "change-me-[^"]*": the example secret from the shipped config\.toml is accepted only when listening on loopback/);
+    assert.doesNotMatch(result.stdout, /OK/);
   });
 
   it('--validate-config checks the shipped config.toml and prints OK', async () => {
