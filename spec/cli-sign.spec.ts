@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { rawRequest } from './helpers/http.js';
@@ -10,13 +10,17 @@ import { startTestServer, TEST_SECRET, type TestServer } from './helpers/test-se
 describe('hmac-file-server sign', () => {
   let server: TestServer;
   let configFile: string;
+  let dir: string | undefined;
   before(async () => {
     server = await startTestServer();
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'hfs-sign-'));
+    dir = await mkdtemp(path.join(os.tmpdir(), 'hfs-sign-'));
     configFile = path.join(dir, 'config.toml');
     await writeFile(configFile, `Secret = "${TEST_SECRET}"\nListenPort = "${new URL(server.url).port}"\n`);
   });
-  after(() => server.close());
+  after(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+    await server?.close();
+  });
 
   for (const protocol of ['v', 'v2', 'token']) {
     it(`prints a ${protocol} PUT URL that uploads with 201 and a GET URL that returns the bytes`, async () => {

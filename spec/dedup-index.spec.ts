@@ -1,4 +1,4 @@
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -7,7 +7,13 @@ import { RedisDedupIndex } from '../stores/dedup-index-redis.js';
 import { dedupIndexContract } from './contracts/dedup-index.contract.js';
 import { startRedis, type RunningRedis } from './helpers/redis.js';
 
-dedupIndexContract('embedded', async () => new EmbeddedDedupIndex(await mkdtemp(path.join(os.tmpdir(), 'hfs-refs-'))));
+const embeddedDirs: string[] = [];
+dedupIndexContract('embedded', async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'hfs-refs-'));
+  embeddedDirs.push(dir);
+  return new EmbeddedDedupIndex(dir);
+});
+after(() => Promise.all(embeddedDirs.map((dir) => rm(dir, { recursive: true, force: true }))));
 
 describe('with a private Redis', function () {
   this.timeout(60_000);

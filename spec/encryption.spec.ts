@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tus from 'tus-js-client';
 import type { ConfigInput } from '../server/config-schema.js';
-import { runCli } from './helpers/cli.js';
+import { runCli, type CliResult } from './helpers/cli.js';
 import { rawRequest, signedPath, signedPut } from './helpers/http.js';
 import { exchange, head } from './helpers/socket.js';
 import { grantFor, tusUpload } from './helpers/tus-client.js';
@@ -238,9 +238,13 @@ describe('encryption keys in config.toml', () => {
   ] as Array<[string, string | string[], RegExp]>) {
     it(`stops start-up with exit 2 for ${key} = ${JSON.stringify(value).slice(0, 20)}`, async () => {
       const dir = await mkdtemp(path.join(os.tmpdir(), 'hfs-keys-'));
-      await writeFile(path.join(dir, 'config.toml'), `Secret = "s"\nAESEnabled = true\n${key} = ${JSON.stringify(value)}\n`);
-      const result = await runCli(['--config', path.join(dir, 'config.toml'), '--validate-config']);
-      await rm(dir, { recursive: true, force: true });
+      let result: CliResult;
+      try {
+        await writeFile(path.join(dir, 'config.toml'), `Secret = "s"\nAESEnabled = true\n${key} = ${JSON.stringify(value)}\n`);
+        result = await runCli(['--config', path.join(dir, 'config.toml'), '--validate-config']);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
       assert.equal(result.code, 2);
       assert.match(result.stderr, message);
     });

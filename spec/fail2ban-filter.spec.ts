@@ -23,8 +23,9 @@ describe('fail2ban filter', function () {
     server = await startTestServer({ TrustedProxies: ['127.0.0.0/8'] });
   });
   after(async () => {
-    await server.close();
-    await rm(dir, { recursive: true, force: true });
+    // The folder first: a before() that failed early leaves no server to close.
+    if (dir) await rm(dir, { recursive: true, force: true });
+    await server?.close();
   });
 
   it('matches every auth failure with the forwarded client IP and nothing else', async () => {

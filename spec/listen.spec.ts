@@ -33,9 +33,12 @@ describe('listeners', () => {
   it('listens on a unix socket instead of TCP and removes it on stop', async () => {
     const socketPath = path.join(os.tmpdir(), `hfs-${process.pid}-${Date.now()}.sock`);
     const server = await startTestServer({ UnixSocket: true, UnixSocketPath: socketPath });
-    assert.equal(server.url, socketPath);
-    assert.equal(await get({ socketPath, path: '/upload/a/none.txt' }), 404);
-    await server.close();
+    try {
+      assert.equal(server.url, socketPath);
+      assert.equal(await get({ socketPath, path: '/upload/a/none.txt' }), 404);
+    } finally {
+      await server.close();
+    }
     assert.ok(!(await readdir(os.tmpdir())).includes(path.basename(socketPath)));
   });
 });

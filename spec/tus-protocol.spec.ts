@@ -326,17 +326,20 @@ describe('tus downloads and the grant command', () => {
 
   it('hmac-file-server grant prints a grant the server accepts', async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'hfs-grant-'));
-    const configFile = path.join(dir, 'config.toml');
-    await writeFile(configFile, `Secret = "${server.config.Secret}"\n`);
-    const result = await runCli(['grant', '--config', configFile, '--subject', 'carol', '--max-size', '1KB', '--ttl', '10m']);
-    assert.equal(result.code, 0, result.stderr);
-    const headers = { ...TUS, Authorization: `Bearer ${result.stdout.trim()}` };
-    const ok = await rawRequest(server.url, 'POST', '/files/', { ...headers, 'Upload-Length': 1024, 'Upload-Metadata': meta({ filename: 'g.txt' }) });
-    assert.equal(ok.status, 201);
-    const tooBig = await rawRequest(server.url, 'POST', '/files/', { ...headers, 'Upload-Length': 1025, 'Upload-Metadata': meta({ filename: 'g.txt' }) });
-    assert.equal(tooBig.status, 413);
-    assert.equal((await runCli(['grant', '--config', configFile, '--subject', 'carol'])).code, 2);
-    await rm(dir, { recursive: true, force: true });
+    try {
+      const configFile = path.join(dir, 'config.toml');
+      await writeFile(configFile, `Secret = "${server.config.Secret}"\n`);
+      const result = await runCli(['grant', '--config', configFile, '--subject', 'carol', '--max-size', '1KB', '--ttl', '10m']);
+      assert.equal(result.code, 0, result.stderr);
+      const headers = { ...TUS, Authorization: `Bearer ${result.stdout.trim()}` };
+      const ok = await rawRequest(server.url, 'POST', '/files/', { ...headers, 'Upload-Length': 1024, 'Upload-Metadata': meta({ filename: 'g.txt' }) });
+      assert.equal(ok.status, 201);
+      const tooBig = await rawRequest(server.url, 'POST', '/files/', { ...headers, 'Upload-Length': 1025, 'Upload-Metadata': meta({ filename: 'g.txt' }) });
+      assert.equal(tooBig.status, 413);
+      assert.equal((await runCli(['grant', '--config', configFile, '--subject', 'carol'])).code, 2);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -30,7 +30,14 @@ export interface TestServer {
 export async function startTestServer(overrides: Partial<ConfigInput> = {}): Promise<TestServer> {
   const ownStore = overrides.StoreDir === undefined;
   const storeDir = overrides.StoreDir ?? (await mkdtemp(path.join(os.tmpdir(), 'hfs-store-')));
-  const { config } = buildConfig({ Secret: TEST_SECRET, ListenIP: '127.0.0.1', ListenPort: 0, LogLevel: 'debug', ...overrides, StoreDir: storeDir }, storeDir);
+  let config: Config;
+  try {
+    ({ config } = buildConfig({ Secret: TEST_SECRET, ListenIP: '127.0.0.1', ListenPort: 0, LogLevel: 'debug', ...overrides, StoreDir: storeDir }, storeDir));
+  } catch (err) {
+    // A test of a refused configuration must not leave its store folder behind.
+    if (ownStore) await rm(storeDir, { recursive: true, force: true });
+    throw err;
+  }
   const logs: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _encoding, callback) {
