@@ -8,7 +8,7 @@ import { checkExtension } from './extension-check.js';
 import type { Dedup } from './dedup.js';
 import { createPathLock } from './path-lock.js';
 import { placeFile } from './place.js';
-import { keepAsVersion, pruneVersions } from '../stores/versions.js';
+import { keepAsVersion, pruneVersions, restoreVersion } from '../stores/versions.js';
 
 export interface StagedUpload {
   /** Validated slot path relative to the upload tree. */
@@ -52,8 +52,14 @@ export function createCommitUpload(deps: CommitDeps): CommitUpload {
     if (maxVersions === undefined) return placeFile(layout, from, meta);
     // The previous file becomes a version instead of a 409, then the surplus of versions goes.
     await lockPath(`${layout.prefix}/${meta.path}`, async () => {
-      await keepAsVersion(layout, meta.path);
-      await placeFile(layout, from, meta);
+      const kept = await keepAsVersion(layout, meta.path);
+      try {
+        await placeFile(layout, from, meta);
+      } catch (err) {
+        // A refused or failed placement (a full disk) must not cost the file that was there.
+        if (kept !== undefined) await restoreVersion(layout, meta.path, kept);
+        throw err;
+      }
       await pruneVersions(layout, meta.path, maxVersions, release);
     });
   };

@@ -87,16 +87,18 @@ export function createDedup(deps: DedupDeps): Dedup {
       if (!up || upload.sha256 === undefined) return undefined;
       const sha = upload.sha256;
       const blob: BlobRef = { sha, ref: randomBytes(12).toString('hex') };
-      try {
-        return await deps.blobs.lock(sha, async () => {
-          const info = await deps.blobs.adopt(sha, upload.stagingPath, { size: upload.size, ...(upload.encryption ? { encryption: upload.encryption } : {}) });
+      return deps.blobs.lock(sha, async () => {
+        // A failure of the blob store is the disk's (a full disk): the commit fails as it would without
+        // dedup. Only the index going away means "store without dedup for now".
+        const info = await deps.blobs.adopt(sha, upload.stagingPath, { size: upload.size, ...(upload.encryption ? { encryption: upload.encryption } : {}) });
+        try {
           await deps.index.addRef(sha, blob.ref);
-          return { from: deps.blobs.dataPath(sha), ...(info.encryption ? { encryption: info.encryption } : {}), blob };
-        });
-      } catch (err) {
-        down(err);
-        return undefined;
-      }
+        } catch (err) {
+          down(err);
+          return undefined;
+        }
+        return { from: deps.blobs.dataPath(sha), ...(info.encryption ? { encryption: info.encryption } : {}), blob };
+      });
     },
 
     async release(blob) {

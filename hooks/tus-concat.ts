@@ -28,7 +28,12 @@ function partialIds(header: string, tusPath: string): string[] {
   const match = /^final;(.+)$/.exec(header.trim());
   if (!match) throw httpError('E_BAD_REQUEST', { message: 'Invalid Upload-Concat' });
   return match[1]!.trim().split(/\s+/).map((url) => {
-    const pathname = new URL(url, 'http://upload.invalid').pathname;
+    let pathname: string;
+    try {
+      pathname = new URL(url, 'http://upload.invalid').pathname;
+    } catch {
+      throw httpError('E_BAD_REQUEST', { message: 'Invalid Upload-Concat: not a URL' });
+    }
     const id = pathname.startsWith(tusPath) ? pathname.slice(tusPath.length) : '';
     if (!UPLOAD_ID.test(id)) throw httpError('E_BAD_REQUEST', { message: 'Invalid Upload-Concat' });
     return id;

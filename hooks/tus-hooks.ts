@@ -1,7 +1,7 @@
 // The tus lifecycle hooks: creation checks (file name, extension, grant binding) and the finish hook that
 // sends a completed upload through commitUpload() under that upload's lock (tus hooks run after the
 // library released its own lock).
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Request as ExpressRequest } from 'express';
 import type { Locker, Upload } from '@tus/utils';
 
@@ -13,9 +13,10 @@ import { checkExtension } from './extension-check.js';
 import { encodeSlotPath } from '../server/cli-sign.js';
 import { clientIp } from '../middleware/request-info.js';
 import { newEncryption } from '../stores/at-rest.js';
-import { validateSlotPath, type FileLayout } from '../stores/file-layout.js';
+import type { FileLayout } from '../stores/file-layout.js';
 import type { KeyRing } from '../stores/key-ring.js';
-import { IV_KEY, KEY_ID_KEY, type CountingFileStore } from '../stores/tus-store.js';
+import { IV_KEY, KEY_ID_KEY, clientMetadata, type CountingFileStore } from '../stores/tus-store.js';
+import { checkUploadType } from '../middleware/media-type.js';
 
 /** Metadata keys the server sets; a client sending them has them removed. */
 export const OWNER_KEY = 'hfs_owner';
@@ -24,9 +25,9 @@ export const COMMITTED_KEY = 'hfs_committed';
 /** A part of a parallel upload (Upload-Concat: partial): never committed on its own. */
 export const PARTIAL_KEY = 'hfs_partial';
 
-/** The parts of a tus (srvx) request the hooks need: the Node request under it. */
+/** The parts of a tus (srvx) request the hooks need: the Node request and response under it. */
 export interface TusRequest {
-  runtime?: { node?: { req: IncomingMessage } };
+  runtime?: { node?: { req: IncomingMessage; res?: ServerResponse } };
 }
 
 function nodeRequestOf(req: TusRequest): IncomingMessage | undefined {
@@ -37,6 +38,8 @@ export interface TusHookDeps {
   grants: WeakMap<IncomingMessage, Grant>;
   /** Requests that created an Upload-Concat: partial upload (the header is taken off before the library). */
   partials: WeakSet<IncomingMessage>;
+  /** The upload each creating request made, so a creation that fails later can remove it. */
+  created: WeakMap<IncomingMessage, string>;
   layout: FileLayout;
   store: CountingFileStore;
   keys: KeyRing;
@@ -67,7 +70,7 @@ export function createTusHooks(deps: TusHookDeps) {
   };
 
   return {
-    /** Tus-Max-Size and the 413 limit: the grant's max_size within MaxUploadSize. */
+    /** Tus-Max-Size and the 413 limit: the grant's max_size within MaxUploadSize; both are >= 1, never the library's "0 = no limit". */
     maxSize(req: TusRequest): number {
       const grant = grantOf(req);
       return grant ? Math.min(deps.maxUploadSize, grant.maxSize) : deps.maxUploadSize;
@@ -77,8 +80,11 @@ export function createTusHooks(deps: TusHookDeps) {
       try {
         const grant = grantOf(req);
         if (!grant) throw httpError('E_MAC_MISSING');
-        const client = Object.fromEntries(Object.entries(upload.metadata ?? {}).filter(([key]) => !key.startsWith('hfs_')));
+        const client = clientMetadata(upload.metadata) ?? {};
+        const type = client.filetype ?? client.type;
+        if (type) checkUploadType(type);
         const node = nodeRequestOf(req);
+        if (node) deps.created.set(node, upload.id);
         // Encrypted from the first byte on: the key and IV live in the tus record, so every PATCH can seek.
         const encryption = newEncryption(deps.keys);
         const ours = { [OWNER_KEY]: grant.subject, ...(encryption ? { [KEY_ID_KEY]: encryption.stored.keyId, [IV_KEY]: encryption.stored.iv } : {}) };
@@ -88,7 +94,8 @@ export function createTusHooks(deps: TusHookDeps) {
         if (!filename) throw httpError('E_BAD_REQUEST', { message: 'Upload-Metadata needs a filename' });
         if (filename.includes('/')) throw httpError('E_BAD_PATH');
         if (grant.filename !== undefined && grant.filename !== filename) throw httpError('E_SLOT_MISMATCH', { message: 'File name not allowed by this grant' });
-        const target = validateSlotPath(`${grant.prefix !== undefined ? `${grant.prefix}/` : ''}${upload.id}/${filename}`);
+        // claim(): a grant's prefix cannot reach into a tenant nested below UploadSubDir.
+        const target = deps.layout.claim(`${grant.prefix !== undefined ? `${grant.prefix}/` : ''}${upload.id}/${filename}`);
         checkExtension(deps.allowedExtensions, target);
         return Promise.resolve({ metadata: { ...client, ...ours, [TARGET_KEY]: target } });
       } catch (err) {
@@ -96,8 +103,11 @@ export function createTusHooks(deps: TusHookDeps) {
       }
     },
 
-    async onUploadFinish(req: TusRequest, upload: Upload): Promise<{ headers: Record<string, string> }> {
-      if (upload.metadata?.[PARTIAL_KEY]) return { headers: {} };
+    async onUploadFinish(req: TusRequest, finished: Upload): Promise<{ headers: Record<string, string> }> {
+      // The library hands over what it shows clients (store.getUpload); our keys are in the record.
+      const record = await deps.store.configstore.get(finished.id);
+      if (record?.metadata?.[PARTIAL_KEY]) return { headers: {} };
+      const upload = { ...finished, metadata: record?.metadata ?? {} } as Upload;
       const lock = deps.locker.newLock(upload.id);
       await lock.lock(new AbortController().signal, () => undefined);
       try {
@@ -119,7 +129,8 @@ export function createTusHooks(deps: TusHookDeps) {
           ...(encryption ? { encryption } : {}),
         });
         upload.metadata = { ...metadata, [COMMITTED_KEY]: '1' };
-        await deps.store.configstore.set(upload.id, upload);
+        record!.metadata = upload.metadata;
+        await deps.store.configstore.set(upload.id, record!);
         return { headers: { 'X-Download-URL': `/${deps.uploadSubDir}/${encodeSlotPath(target)}` } };
       } catch (err) {
         // A refused upload (extension, conflict, …) keeps nothing: its staging bytes go too.

@@ -1,18 +1,12 @@
-// Serving a committed file: stored Content-Type, the inline/attachment rule, validators (ETag,
+// Serving a committed file: the media-type rule (media-type.ts) for Content-Type and inline/attachment, validators (ETag,
 // Last-Modified), conditional requests (RFC 9110 §13) and one byte range (RFC 9110 §14).
 import type { Request, Response } from 'express';
 import { create as contentDisposition } from 'content-disposition';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { httpError } from '../server/errors.js';
+import { servedType } from './media-type.js';
 import type { OpenFile } from '../stores/committed-files.js';
-
-// Media a browser may render in place. SVG is an image that can carry script, so it is downloaded instead.
-const INLINE = /^(image\/(?!svg)[^;]+|video\/[^;]+|audio\/[^;]+|text\/plain)\s*(;|$)/i;
-
-function isInlineType(contentType: string): boolean {
-  return INLINE.test(contentType.trim());
-}
 
 function etagOf(file: OpenFile): string {
   return `"${file.meta.size.toString(16)}-${Date.parse(file.meta.createdAt).toString(16)}"`;
@@ -32,13 +26,14 @@ export interface DownloadOptions {
 
 export async function sendDownload(req: Request, res: Response, file: OpenFile, options: DownloadOptions): Promise<void> {
   try {
-    const { size, contentType, createdAt } = file.meta;
+    const { size, createdAt } = file.meta;
+    const served = servedType(file.meta.contentType);
     const etag = etagOf(file);
     const lastModified = new Date(createdAt).toUTCString();
     const name = path.posix.basename(file.meta.path);
-    // setHeader, not res.set: Express would rewrite the stored type (adding a charset), and it is served verbatim.
-    res.setHeader('Content-Type', contentType);
-    res.setHeader('Content-Disposition', contentDisposition(name, { type: isInlineType(contentType) ? 'inline' : 'attachment' }));
+    // setHeader, not res.set: Express would add a charset of its own to the type.
+    res.setHeader('Content-Type', served.contentType);
+    res.setHeader('Content-Disposition', contentDisposition(name, { type: served.inline ? 'inline' : 'attachment' }));
     res.setHeader('ETag', etag);
     res.setHeader('Last-Modified', lastModified);
     res.setHeader('Accept-Ranges', options.allowRanges ? 'bytes' : 'none');

@@ -30,6 +30,13 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     // Headers a download handler set before failing describe a file, not this error.
     for (const name of ['Content-Disposition', 'Content-Range', 'ETag', 'Last-Modified', 'Accept-Ranges']) res.removeHeader(name);
     for (const [name, value] of Object.entries(error.headers)) res.setHeader(name, value);
-    res.status(error.status).type('text/plain').send(`${error.message}\n`);
+    // Written by hand rather than with res.send: for a POST overridden to HEAD (X-HTTP-Method-Override) send()
+    // would announce a body and omit it, and the client would wait for it; Node itself drops the body of a
+    // real HEAD.
+    const body = `${error.message}\n`;
+    res.status(error.status);
+    res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+    res.setHeader('Content-Length', Buffer.byteLength(body));
+    res.end(body);
   };
 }

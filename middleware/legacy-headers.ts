@@ -1,5 +1,5 @@
-// Headers on every legacy response: CORS for browser XMPP clients (Converse.js and others) and the
-// download-safety pair from PROTOCOL.md ("Expected answers").
+// Headers on every legacy response: CORS for browser XMPP clients (Converse.js and others). The
+// download-safety headers (docs/protocols.md, "Expected answers") are the whole server's: security-headers.ts.
 import type { RequestHandler } from 'express';
 
 export function legacyHeaders(options: { deleteEnabled: boolean }): RequestHandler {
@@ -11,8 +11,6 @@ export function legacyHeaders(options: { deleteEnabled: boolean }): RequestHandl
     res.setHeader('Access-Control-Allow-Headers', 'Content-Type, Authorization');
     res.setHeader('Access-Control-Expose-Headers', 'Content-Length, Content-Range, Accept-Ranges, ETag, Last-Modified');
     res.setHeader('Access-Control-Max-Age', '7200');
-    res.setHeader('X-Content-Type-Options', 'nosniff');
-    res.setHeader('Content-Security-Policy', "default-src 'none'");
     next();
   };
 }

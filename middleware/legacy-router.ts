@@ -1,4 +1,5 @@
-// The legacy XMPP door under each tenant prefix (default /<UploadSubDir>/): PUT with a slot signature
+// The legacy XMPP door of one tenant prefix (default /<UploadSubDir>/), reached through legacyDoor(), which
+// has decoded and validated the slot path (docs/protocols.md, "URLs"): PUT with a slot signature
 // (v, v2, token query MACs or a file-share JWT), unauthenticated GET/HEAD, Metronome's DELETE, OPTIONS for
 // CORS, 405 otherwise.
 import { createHash } from 'node:crypto';
@@ -10,7 +11,9 @@ import type { Tenant } from '../server/tenants.js';
 import type { CommitUpload } from '../hooks/commit-upload.js';
 import { checkExtension } from '../hooks/extension-check.js';
 import type { CommittedFiles } from '../stores/committed-files.js';
-import { decodeSlotPath, type FileLayout } from '../stores/file-layout.js';
+import type { FileLayout } from '../stores/file-layout.js';
+import { slotPathOf } from './legacy-door.js';
+import { checkUploadType } from './media-type.js';
 import { newEncryption, cipherFor } from '../stores/at-rest.js';
 import type { KeyRing } from '../stores/key-ring.js';
 import { receiveToStaging } from '../stores/staging.js';
@@ -35,6 +38,8 @@ export interface LegacyRouterDeps {
   allowedExtensions: readonly string[];
   resumableDownloads: boolean;
   chunkSize: number;
+  /** UploadStallTimeout in ms: a body that does not move for this long is cut (0 = never). */
+  stallMs: number;
   /** EnableVersioning: a PUT to a taken path keeps the old file as a version instead of a 409. */
   versioning: boolean;
   /** Deduplication: told when a removed copy shared a blob. */
@@ -51,11 +56,6 @@ function slotVerifiersFor(tenant: Tenant): SlotVerifier[] {
   }
   if (tenant.protocols.has('jwt')) verifiers.push(new FileShareJwtVerifier(tenant.secrets));
   return verifiers;
-}
-
-function slotPathOf(req: Request): string {
-  // req.path is still percent-encoded: decode exactly once, then validate (PROTOCOL.md, "URLs").
-  return decodeSlotPath(req.path.slice(1));
 }
 
 export function legacyRouter(deps: LegacyRouterDeps): Router {
@@ -79,12 +79,13 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
     if (lengthHeader === undefined) throw httpError('E_LENGTH_REQUIRED');
     if (!/^\d+$/.test(lengthHeader)) throw httpError('E_BAD_REQUEST', { message: 'Invalid Content-Length' });
     const size = Number(lengthHeader);
-    const requestType = req.get('Content-Type') ?? DEFAULT_TYPE;
+    const requestType = checkUploadType(req.get('Content-Type') ?? DEFAULT_TYPE);
 
     const result = await verifySlot(verifiers, { path, size, contentType: requestType, query: req.query, headers: req.headers });
     if (result.verdict === 'absent') throw authFailed(req, 'mac_missing', 'E_MAC_MISSING');
     if (result.verdict === 'invalid') throw authFailed(req, result.code.slice(2).toLowerCase(), result.code, result.reason);
     const { grant } = result;
+    if (grant.contentType !== undefined) checkUploadType(grant.contentType);
     if (size > deps.maxUploadSize) throw httpError('E_TOO_LARGE', { message: `File too large (limit ${deps.maxUploadSize} bytes)` });
     checkExtension(deps.allowedExtensions, path);
     // Cheap early answer; the link in commitUpload() is what decides a race.
@@ -98,6 +99,7 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
       stagingPath: deps.layout.newStagingPath(),
       expectedSize: size,
       highWaterMark: deps.chunkSize,
+      stallMs: deps.stallMs,
       transforms: [tap((chunk) => digest.update(chunk)), ...cipherFor(encryption?.key, encryption?.stored, 0)],
     });
     await deps.commitUpload(deps.layout, {
@@ -144,7 +146,7 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
     await sendDownload(req, res, file, { allowRanges: deps.resumableDownloads });
   };
 
-  // Metronome: DELETE <url>?token=HMAC(secret, "<path>\0<delete secret>") (PROTOCOL.md, "The MAC").
+  // Metronome: DELETE <url>?token=HMAC(secret, "<path>\0<delete secret>") (docs/protocols.md, "The MAC").
   const del: RequestHandler = async (req, res) => {
     if (!deleteEnabled) throw httpError('E_METHOD', { headers: { Allow: allow } });
     const path = slotPathOf(req);

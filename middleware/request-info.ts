@@ -8,8 +8,27 @@ export function requestPath(req: Pick<Request, 'originalUrl'>): string {
   return end === -1 ? req.originalUrl : req.originalUrl.slice(0, end);
 }
 
-export function clientIp(req: Pick<Request, 'ip'>): string {
-  return req.ip ?? 'unknown';
+const CLIENT = Symbol('client ip');
+type WithClient = { [CLIENT]?: string };
+
+/**
+ * Fixes the request's client IP at its start. Express computes req.ip from req.socket on every read, and a
+ * failed body stream detaches the socket: a log line written after that must not throw.
+ */
+export function recordClient(req: Request): string {
+  let ip: string | undefined;
+  try {
+    ip = req.ip;
+  } catch {
+    ip = undefined;
+  }
+  return ((req as WithClient)[CLIENT] = ip ?? req.socket?.remoteAddress ?? 'unknown');
+}
+
+export function clientIp(req: object): string {
+  const recorded = (req as WithClient)[CLIENT];
+  if (recorded !== undefined) return recorded;
+  return 'unknown';
 }
 
 /** The fail2ban line for a refused signature or grant on this request. */

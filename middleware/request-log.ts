@@ -3,7 +3,7 @@
 import type { Socket } from 'node:net';
 import type { RequestHandler } from 'express';
 import type { Logger } from '../server/logger.js';
-import { clientIp, requestPath } from './request-info.js';
+import { recordClient, requestPath } from './request-info.js';
 
 export function requestLog(logger: Logger): RequestHandler {
   // Node has read a request's headers (and often the start of its body) before any middleware runs, so
@@ -11,6 +11,9 @@ export function requestLog(logger: Logger): RequestHandler {
   const readUpTo = new WeakMap<Socket, number>();
   return (req, res, next) => {
     const started = process.hrtime.bigint();
+    // Everything the line needs is taken now: a failed body stream can detach req.socket before the end.
+    const client = recordClient(req);
+    const path = requestPath(req);
     const socket = req.socket;
     const writtenBefore = socket.bytesWritten;
     let logged = false;
@@ -22,12 +25,12 @@ export function requestLog(logger: Logger): RequestHandler {
       readUpTo.set(socket, read);
       logger.info('http.request', {
         method: req.method,
-        path: requestPath(req),
+        path,
         status: res.writableFinished ? res.statusCode : 0,
         bytesIn,
         bytesOut: socket.bytesWritten - writtenBefore,
         ms: Number((process.hrtime.bigint() - started) / 1_000_000n),
-        client: clientIp(req),
+        client,
       });
     };
     res.once('finish', done);

@@ -141,6 +141,9 @@ export function tusRouter(deps: TusRouterDeps): Router {
     // The library routes on the full path (Express stripped the mount point) and would take a ?grant= query
     // for part of the upload id.
     req.url = requestPath(req);
+    // The gates passed: a client waiting on Expect: 100-continue may send its body now (the library never
+    // answers it, so curl would wait out its whole expect timeout).
+    if (req.get('Expect')?.toLowerCase() === '100-continue' && !res.headersSent) res.writeContinue();
     const checksum = req.get('Upload-Checksum');
     if (checksum !== undefined && (req.method === 'PATCH' || req.method === 'POST')) {
       await deps.checksums.run(expectedChecksumOf(checksum), () => deps.tus.handle(req, res));

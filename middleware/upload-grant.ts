@@ -3,7 +3,7 @@
 //   aud  "hmac-file-server:tus"   (keeps grants and Prosody file-share tokens apart)
 //   sub  the subject: who uploads; an upload can only be touched with a grant for the same subject
 //   exp  expiry, unix seconds (required)
-//   max_size  largest upload this grant allows, bytes (required)
+//   max_size  largest upload this grant allows, bytes (required, a positive integer)
 //   filename  optional: the only file name allowed
 //   prefix    optional: committed files go to <UploadSubDir>/<prefix>/<id>/<name>
 // The key is GrantSecret, or when empty HKDF-SHA256(Secret, "hmac-file-server tus grant v1").
@@ -64,7 +64,10 @@ export async function verifyGrant(key: Uint8Array, token: string | undefined): P
   }
   const { sub, exp, max_size: maxSize, filename, prefix } = payload;
   if (typeof sub !== 'string' || sub === '' || typeof exp !== 'number') return { ok: false, reason: 'malformed', message: 'Malformed upload grant' };
-  if (typeof maxSize !== 'number' || !Number.isSafeInteger(maxSize) || maxSize < 0) return { ok: false, reason: 'malformed', message: 'Upload grant without max_size' };
+  // The tus library reads a limit of 0 as "no limit": a grant for nothing must never become one for anything.
+  if (typeof maxSize !== 'number' || !Number.isSafeInteger(maxSize) || maxSize < 1) {
+    return { ok: false, reason: 'malformed', message: 'Upload grant needs max_size, a positive integer' };
+  }
   if (filename !== undefined && (typeof filename !== 'string' || filename.includes('/'))) return { ok: false, reason: 'malformed', message: 'Malformed upload grant' };
   if (prefix !== undefined) {
     try {

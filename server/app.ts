@@ -1,6 +1,7 @@
 // Assembles the Express application from explicit dependencies. Middleware order, top to bottom:
-// client IP (trusted proxies) → request log → tus door at TusPath (grants) → one legacy router per tenant
-// prefix, most specific first (slot signatures) → 404 → error handler.
+// request log (fixes the client IP, trusted proxies) → security headers → per-client cap behind proxies →
+// body gate → tus door at TusPath (grants) → legacy door, routed on the decoded path to the most specific
+// tenant prefix (slot signatures) → 404 → error handler.
 import express, { type Express } from 'express';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
@@ -9,6 +10,10 @@ import { createTusDoor, type TusDoor } from './tus.js';
 import { createCommitUpload } from '../hooks/commit-upload.js';
 import { errorHandler, notFound } from '../middleware/error-handler.js';
 import { legacyRouter } from '../middleware/legacy-router.js';
+import { legacyDoor } from '../middleware/legacy-door.js';
+import { securityHeaders } from '../middleware/security-headers.js';
+import { bodyGate } from '../middleware/body-gate.js';
+import type { ConnectionCap } from './connection-cap.js';
 import { requestLog } from '../middleware/request-log.js';
 import { CommittedFiles } from '../stores/committed-files.js';
 import type { FileLayout } from '../stores/file-layout.js';
@@ -33,6 +38,8 @@ export interface AppDeps {
   scan?: ScanGate;
   /** Deduplication inside commitUpload(); absent when DeduplicationEnabled is off. */
   dedup?: Dedup;
+  /** MaxConnectionsPerIP for requests that came through a trusted proxy. */
+  cap?: ConnectionCap;
 }
 
 export interface App {
@@ -41,7 +48,7 @@ export interface App {
   tus?: TusDoor;
 }
 
-export function createApp({ config, logger, tenants, keys, scan, dedup }: AppDeps): App {
+export function createApp({ config, logger, tenants, keys, scan, dedup, cap }: AppDeps): App {
   const app = express();
   app.disable('x-powered-by');
   app.set('case sensitive routing', true);
@@ -60,32 +67,38 @@ export function createApp({ config, logger, tenants, keys, scan, dedup }: AppDep
   const release = dedup ? (blob: BlobRef) => dedup.release(blob) : undefined;
 
   app.use(requestLog(logger));
+  app.use(securityHeaders());
+  if (cap) app.use(cap.perClient);
+  app.use(bodyGate());
   let tus: TusDoor | undefined;
   const defaultTenant = tenants.find((t) => t.tenant.prefix === config.UploadSubDir);
   if ((config.ResumableUploadsEnabled || config.ChunkedUploadsEnabled) && defaultTenant) {
     tus = createTusDoor({ config, logger, keys, layout: defaultTenant.layout, files: new CommittedFiles(defaultTenant.layout, keys, release), commitUpload });
     app.use(config.TusPath.slice(0, -1), tus.router);
   }
-  for (const { tenant, layout } of tenants) {
-    app.use(
-      `/${tenant.prefix}`,
-      legacyRouter({
-        tenant,
+  app.use(
+    legacyDoor(
+      tenants.map(({ tenant, layout }) => ({
         layout,
-        files: new CommittedFiles(layout, keys, release),
-        release,
-        keys,
-        commitUpload,
-        logger,
-        deleteSecret: config.DeleteSecret,
-        maxUploadSize: config.MaxUploadSize,
-        allowedExtensions: config.AllowedExtensions,
-        resumableDownloads: config.ResumableDownloadsEnabled,
-        chunkSize: config.ChunkSize,
-        versioning: config.EnableVersioning,
-      }),
-    );
-  }
+        router: legacyRouter({
+          tenant,
+          layout,
+          files: new CommittedFiles(layout, keys, release),
+          release,
+          keys,
+          commitUpload,
+          logger,
+          deleteSecret: config.DeleteSecret,
+          maxUploadSize: config.MaxUploadSize,
+          allowedExtensions: config.AllowedExtensions,
+          resumableDownloads: config.ResumableDownloadsEnabled,
+          chunkSize: config.ChunkSize,
+          stallMs: config.UploadStallTimeout,
+          versioning: config.EnableVersioning,
+        }),
+      })),
+    ),
+  );
   app.use(notFound());
   app.use(errorHandler(logger));
   return tus ? { app, tus } : { app };

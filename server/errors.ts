@@ -52,10 +52,15 @@ export const CATALOGUE = {
   E_INTEGRITY: [500, 'Stored file is damaged'],
   E_SCANNER_DOWN: [503, 'Virus scanner unavailable, try again later'],
   E_SCAN_QUEUE_FULL: [503, 'Too many uploads waiting for the virus scanner, try again later'],
+  E_OVERLOADED: [503, 'Server busy, try again later'],
+  E_TOO_MANY_CONNECTIONS: [503, 'Too many connections from your address, try again later'],
   E_DISK_FULL: [507, 'Insufficient storage'],
 } as const satisfies Record<string, readonly [number, string]>;
 
 export type ErrorCode = keyof typeof CATALOGUE;
+
+/** What a 503 for a passing shortage (descriptors, connections) asks the client to wait. */
+export const RETRY_AFTER_SECONDS = 10;
 
 export function httpError(code: ErrorCode, options: HttpErrorOptions = {}): HttpError {
   const [status, message] = CATALOGUE[code];
@@ -74,12 +79,29 @@ function clientStatusOf(err: unknown): number | undefined {
   return typeof value === 'number' && value >= 400 && value < 500 ? value : undefined;
 }
 
+/** An error of the tus library ({ status_code, body }: its ERRORS table, or our hooks' wrapper). */
+function tusErrorOf(err: unknown): { status_code: number; body: string; cause?: unknown } | undefined {
+  if (typeof err !== 'object' || err === null) return undefined;
+  const { status_code: status, body } = err as { status_code?: unknown; body?: unknown };
+  return typeof status === 'number' && typeof body === 'string' ? { status_code: status, body, cause: (err as { cause?: unknown }).cause } : undefined;
+}
+
 /**
  * Maps anything thrown to an HttpError: ours pass through; a library's 4xx keeps its status, with its
- * message only when the library marks it safe to show (expose); a full disk is 507; the rest a plain 500.
+ * message only when the library marks it safe to show (expose, or the tus library's fixed ERRORS texts);
+ * a full disk is 507; no descriptors 503; the rest a plain 500.
  */
 export function toHttp(err: unknown): HttpError {
   if (err instanceof HttpError) return err;
+  const tus = tusErrorOf(err);
+  if (tus) {
+    // Our hooks wrap an error for the library; its cause is what happened.
+    if (tus.cause !== undefined) return toHttp(tus.cause);
+    if (tus.status_code >= 400 && tus.status_code < 500) {
+      return new HttpError(tus.status_code, tus.status_code === 400 ? 'E_BAD_REQUEST' : 'E_CLIENT', tus.body.trim() || CATALOGUE.E_CLIENT[1], { cause: err });
+    }
+    return httpError('E_INTERNAL', { cause: err });
+  }
   const clientStatus = clientStatusOf(err);
   if (clientStatus !== undefined) {
     const exposed = (err as { expose?: unknown }).expose === true && err instanceof Error ? err.message : undefined;
@@ -88,5 +110,7 @@ export function toHttp(err: unknown): HttpError {
   }
   const errno = errnoOf(err);
   if (errno === 'ENOSPC' || errno === 'EDQUOT') return httpError('E_DISK_FULL', { cause: err });
+  // Out of descriptors is a passing condition of this process, not a fault of the request.
+  if (errno === 'EMFILE' || errno === 'ENFILE') return httpError('E_OVERLOADED', { cause: err, headers: { 'Retry-After': String(RETRY_AFTER_SECONDS) } });
   return httpError('E_INTERNAL', { cause: err });
 }

@@ -2,7 +2,7 @@
 // http.Server (see README, "Timeouts"), and a graceful close that waits for running transfers.
 import { mkdir, rm } from 'node:fs/promises';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
 import type { RequestListener } from 'node:http';
 import type { Config } from './config.js';
@@ -15,20 +15,28 @@ export interface Listener {
   close(graceMs: number): Promise<void>;
 }
 
-type ListenConfig = Pick<Config, 'ListenIP' | 'ListenPort' | 'UnixSocket' | 'UnixSocketPath' | 'ReadTimeout' | 'WriteTimeout' | 'IdleTimeout'>;
+type ListenConfig = Pick<Config, 'ListenIP' | 'ListenPort' | 'UnixSocket' | 'UnixSocketPath' | 'ReadTimeout' | 'ReadHeaderTimeout' | 'WriteTimeout' | 'IdleTimeout'>;
 
-const DEFAULT_HEADERS_TIMEOUT = 60_000;
+export interface ServerHooks {
+  /** Runs first for every accepted socket, before the HTTP parser reads a byte (the per-IP cap). */
+  onConnection?: (socket: Socket) => void;
+}
 
-export function createHttpServer(handler: RequestListener, config: ListenConfig): http.Server {
-  // Node enforces requestTimeout only when it sweeps its connections; sweep often enough for short limits.
-  const sweep = config.ReadTimeout > 0 ? Math.min(30_000, Math.max(250, Math.floor(config.ReadTimeout / 4))) : 30_000;
+export function createHttpServer(handler: RequestListener, config: ListenConfig, hooks: ServerHooks = {}): http.Server {
+  // ReadHeaderTimeout: the request line and headers must arrive within it, however long ReadTimeout is.
+  const headersTimeout = config.ReadTimeout > 0 ? Math.min(config.ReadHeaderTimeout, config.ReadTimeout) : config.ReadHeaderTimeout;
+  // Node enforces requestTimeout and headersTimeout only when it sweeps its connections; sweep often enough
+  // for short limits.
+  const shortest = config.ReadTimeout > 0 ? Math.min(config.ReadTimeout, headersTimeout) : headersTimeout;
+  const sweep = Math.min(30_000, Math.max(250, Math.floor(shortest / 4)));
   const server = http.createServer({ connectionsCheckingInterval: sweep }, handler);
+  if (hooks.onConnection) server.prependListener('connection', hooks.onConnection);
   // Expect: 100-continue goes to the app, which sends the 100 only once the MAC, size and path are accepted,
   // so a refused client never sends its body.
   server.on('checkContinue', handler);
   // ReadTimeout: the whole request, body included, must arrive within it (0 = no limit).
   server.requestTimeout = config.ReadTimeout;
-  server.headersTimeout = config.ReadTimeout > 0 ? Math.min(DEFAULT_HEADERS_TIMEOUT, config.ReadTimeout) : DEFAULT_HEADERS_TIMEOUT;
+  server.headersTimeout = headersTimeout;
   // WriteTimeout: a socket on which nothing moves for this long is closed (Node has no total write deadline).
   server.timeout = config.WriteTimeout;
   // IdleTimeout: how long a keep-alive connection may wait for its next request.

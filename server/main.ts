@@ -77,6 +77,7 @@ async function grant(args: string[]): Promise<void> {
   const maxSize = values['max-size'] === undefined ? undefined : parseSize(values['max-size']);
   const ttl = parseDuration(values.ttl);
   if (!values.subject || maxSize === undefined || ttl === undefined) throw new UsageError('grant needs --subject, --max-size (e.g. 1GB) and --ttl (e.g. 1h)');
+  if (maxSize < 1) throw new UsageError('--max-size must be at least 1 byte');
   const { config } = readConfig(values.config);
   const token = await mintGrant(grantKey(config.GrantSecret, config.Secret), {
     subject: values.subject,

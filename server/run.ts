@@ -19,6 +19,8 @@ import { BlobStore } from '../stores/blobs.js';
 import { EmbeddedDedupIndex } from '../stores/dedup-index-embedded.js';
 import { RedisDedupIndex } from '../stores/dedup-index-redis.js';
 import { createRedis } from './redis.js';
+import { addressMatcher } from './address-list.js';
+import { createConnectionCap } from './connection-cap.js';
 import path from 'node:path';
 
 export interface RunningServer extends Listener {
@@ -62,10 +64,16 @@ async function startDedup(config: Config, logger: Logger, layout: FileLayout): P
   };
 }
 
+/** The prefixes of the tenants nested below prefix, relative to it. */
+function nestedBelow(prefix: string, all: readonly string[]): string[] {
+  return all.filter((other) => other.startsWith(`${prefix}/`)).map((other) => other.slice(prefix.length + 1));
+}
+
 export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+  const prefixes = tenantsOf(config).map((t) => t.prefix);
   const tenants = await Promise.all(
     tenantsOf(config).map(async (tenant) => {
-      const layout = new FileLayout(config.StoreDir, tenant.prefix);
+      const layout = new FileLayout(config.StoreDir, tenant.prefix, nestedBelow(tenant.prefix, prefixes));
       await layout.init();
       return { tenant, layout };
     }),
@@ -85,7 +93,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const deduplication = config.DeduplicationEnabled ? await startDedup(config, logger, tenants[0]!.layout) : undefined;
   const dedup = deduplication?.dedup;
   const release = dedup ? (blob: BlobRef) => dedup.release(blob) : undefined;
-  const { app, tus } = createApp({ config, logger, tenants, keys, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}) });
+  const cap = createConnectionCap(config.MaxConnectionsPerIP, addressMatcher(config.TrustedProxies));
+  const { app, tus } = createApp({ config, logger, tenants, keys, cap, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}) });
   // Staging files that outlived ReadTimeout belong to no request any more (a crash, a kill): sweep them now
   // and then every hour.
   const stagingAge = config.ReadTimeout > 0 ? config.ReadTimeout : 24 * 3_600_000;
@@ -107,7 +116,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   const expire = (now?: number) => sweepExpired(expiryDeps, now);
   void expire();
   const expirer = setInterval(() => void expire(), sweepInterval(config.FileTTL)).unref();
-  const listener = await listen(createHttpServer(app, config), config);
+  const listener = await listen(createHttpServer(app, config, { onConnection: (socket) => cap.onConnection(socket) }), config);
+  // An accept that fails (no descriptors left) is reported on the server; unheard, it would end the process.
+  listener.server.on('error', (err: NodeJS.ErrnoException) => logger.error('server.accept_failed', { cause: err.code ?? err.message }));
   logger.info('server.listening', {
     address: listener.address,
     store: config.StoreDir,

@@ -2,7 +2,9 @@
 // the hooks, @tus/server itself, our gates in front of it, and the sweep of expired staging uploads.
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { IncomingMessage } from 'node:http';
-import type { Router } from 'express';
+import type { Request, Router } from 'express';
+import { toHttp } from './errors.js';
+import { requestPath } from '../middleware/request-info.js';
 import { MemoryLocker, Server as TusServer, EVENTS } from '@tus/server';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
@@ -33,16 +35,53 @@ export interface TusDoorDeps {
   commitUpload: CommitUpload;
 }
 
+/**
+ * Every error the library answers goes through toHttp, like the rest of the server: its status, its public
+ * one-line text and its headers (Retry-After); never an errno or a path. The library logs nothing, so 5xx are
+ * logged here with their cause.
+ */
+async function answerTusError(req: TusRequest, err: unknown, deps: { logger: Logger; store: CountingFileStore; created: WeakMap<IncomingMessage, string> }): Promise<{ status_code: number; body: string }> {
+  const { logger } = deps;
+  const error = toHttp(err);
+  const node = req.runtime?.node;
+  // A creation that fails after its upload was made (creation-with-upload on a full disk, a body that broke
+  // off) answers without Location: nobody can resume that upload, so it must not hold its bytes until expiry.
+  const orphan = node ? deps.created.get(node.req) : undefined;
+  if (orphan !== undefined && node?.req.method === 'POST') await deps.store.remove(orphan).catch(() => undefined);
+  const fields = { status: error.status, method: node?.req.method, path: node ? requestPath(node.req as Request) : undefined };
+  if (error.status >= 500) {
+    const cause = error.cause ?? err;
+    logger.error('request.failed', { ...fields, code: error.code, cause: cause instanceof Error ? (cause.stack ?? cause.message) : String(cause) });
+  } else {
+    logger.debug('request.rejected', { ...fields, code: error.code });
+  }
+  if (node?.res && !node.res.headersSent) {
+    for (const [name, value] of Object.entries(error.headers)) node.res.setHeader(name, value);
+    // An unread body must not be taken for the next request on this connection.
+    if (!node.req.complete) node.res.setHeader('Connection', 'close');
+  }
+  return { status_code: error.status, body: `${error.message}\n` };
+}
+
 export function createTusDoor({ config, logger, keys, layout, files, commitUpload }: TusDoorDeps): TusDoor {
   const counters = newTusCounters();
   const checksums = new AsyncLocalStorage<ExpectedChecksum>();
-  const store = new CountingFileStore(config.StoreDir, { expirationMs: config.TusUploadExpiry, chunkSize: config.ChunkSize, counters, checksums, keys });
+  const store = new CountingFileStore(config.StoreDir, {
+    expirationMs: config.TusUploadExpiry,
+    chunkSize: config.ChunkSize,
+    counters,
+    checksums,
+    keys,
+    stallMs: config.UploadStallTimeout,
+  });
   const locker = new MemoryLocker();
   const grants = new WeakMap<IncomingMessage, Grant>();
   const partials = new WeakSet<IncomingMessage>();
+  const created = new WeakMap<IncomingMessage, string>();
   const hooks = createTusHooks({
     grants,
     partials,
+    created,
     keys,
     layout,
     store,
@@ -64,6 +103,7 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
     maxSize: (req) => hooks.maxSize(req as TusRequest),
     onUploadCreate: (req, upload) => hooks.onUploadCreate(req as TusRequest, upload),
     onUploadFinish: (req, upload) => hooks.onUploadFinish(req as TusRequest, upload),
+    onResponseError: (req, err) => answerTusError(req as TusRequest, err, { logger, store, created }),
   });
   tus.on(EVENTS.POST_CREATE, () => (counters.created += 1));
   tus.on(EVENTS.POST_FINISH, () => (counters.finished += 1));

@@ -26,7 +26,7 @@ describe('legacy GET and HEAD', () => {
     assert.match(res.headers.etag ?? '', /^"[0-9a-f]+-[0-9a-f]+"$/);
     assert.ok(res.headers['last-modified']);
     assert.equal(res.headers['x-content-type-options'], 'nosniff');
-    assert.equal(res.headers['content-security-policy'], "default-src 'none'");
+    assert.equal(res.headers['content-security-policy'], "default-src 'none'; sandbox");
     assert.equal(res.headers['access-control-allow-origin'], '*');
   });
 

@@ -6,7 +6,8 @@
 //   StoreDir/.hmac/blobs/<sha[0..2]>/<sha>.json    {"size", "encryption"}: how to read them
 //
 // sha is the SHA-256 of the plaintext. Work on one blob is serialised in this process.
-import { link, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { link, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createPathLock, type PathLock } from '../hooks/path-lock.js';
 import type { StoredEncryption } from './file-metadata.js';
@@ -51,7 +52,17 @@ export class BlobStore {
     // A name without its info is left from an interrupted adopt: replace it.
     await rm(data, { force: true });
     await link(stagingPath, data);
-    await writeFile(this.infoPath(sha), JSON.stringify(staged), { mode: 0o640 });
+    // The info goes in whole or not at all: a name with a truncated info would break every later adopt.
+    const temp = `${this.infoPath(sha)}.${randomBytes(4).toString('hex')}.tmp`;
+    try {
+      await writeFile(temp, JSON.stringify(staged), { mode: 0o640, flag: 'wx' });
+      await rename(temp, this.infoPath(sha));
+    } catch (err) {
+      await rm(data, { force: true });
+      throw err;
+    } finally {
+      await rm(temp, { force: true });
+    }
     return staged;
   }
 

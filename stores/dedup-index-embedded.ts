@@ -29,10 +29,14 @@ export class EmbeddedDedupIndex implements DedupIndex {
   private async save(sha: string, refs: string[]): Promise<void> {
     const file = this.file(sha);
     if (refs.length === 0) return rm(file, { force: true });
-    await mkdir(path.dirname(file), { recursive: true });
+    await mkdir(path.dirname(file), { recursive: true, mode: 0o750 });
     const temp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
-    await writeFile(temp, JSON.stringify(refs));
-    await rename(temp, file);
+    try {
+      await writeFile(temp, JSON.stringify(refs), { mode: 0o640, flag: 'wx' });
+      await rename(temp, file);
+    } finally {
+      await rm(temp, { force: true });
+    }
   }
 
   addRef(sha: string, ref: string): Promise<boolean> {

@@ -17,6 +17,9 @@ const MAX_PATH_BYTES = 1024;
 // C0 controls, DEL and the backslash are never part of a legitimate slot path; NUL would truncate it.
 // eslint-disable-next-line no-control-regex -- matching control characters is the point
 const FORBIDDEN = /[\u0000-\u001f\u007f\\]/;
+// A lone UTF-16 surrogate (possible in a JWT's JSON strings, never in a URL) has no UTF-8 form: the file
+// system would store U+FFFD, so two different names would meet in one file.
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
 
 /**
  * Checks a percent-decoded slot path. Relative, '/'-separated, no empty, "." or ".." segment, no
@@ -26,6 +29,7 @@ export function validateSlotPath(decoded: string): string {
   const bad = (why: string) => httpError('E_BAD_PATH', { message: `Invalid upload path: ${why}` });
   if (decoded.length === 0) throw bad('empty');
   if (FORBIDDEN.test(decoded)) throw bad('control character or backslash');
+  if (LONE_SURROGATE.test(decoded)) throw bad('not valid Unicode');
   if (Buffer.byteLength(decoded) > MAX_PATH_BYTES) throw bad('too long');
   for (const segment of decoded.split('/')) {
     if (segment === '' || segment === '.' || segment === '..') throw bad('empty, "." or ".." segment');
@@ -51,24 +55,42 @@ export class FileLayout {
   readonly stagingDir: string;
   readonly metaDir: string;
   readonly versionsDir: string;
+  /** tus uploads in progress (stores/tus-store.ts). */
+  readonly tusDir: string;
   private realUploadRoot = '';
 
+  /**
+   * excluded: the prefixes of tenants nested below this one, relative to it (tenant "upload/a.example.org"
+   * under "upload" gives "a.example.org"); their trees are theirs alone, whatever the URL's encoding.
+   */
   constructor(
     storeDir: string,
     readonly prefix: string,
+    private readonly excluded: readonly string[] = [],
   ) {
     this.uploadRoot = path.join(storeDir, ...prefix.split('/'));
     this.stagingDir = path.join(storeDir, '.hmac', 'staging');
     this.metaDir = path.join(storeDir, '.hmac', 'meta');
     this.versionsDir = path.join(storeDir, '.hmac', 'versions');
+    this.tusDir = path.join(storeDir, '.hmac', 'tus');
   }
 
   async init(): Promise<void> {
-    for (const dir of [this.uploadRoot, this.stagingDir, this.metaDir]) await mkdir(dir, { recursive: true, mode: 0o750 });
+    // Created here with owner and group only, before a library can create them with its own mode.
+    for (const dir of [this.uploadRoot, this.stagingDir, this.metaDir, this.tusDir]) await mkdir(dir, { recursive: true, mode: 0o750 });
     this.realUploadRoot = await realpath(this.uploadRoot);
   }
 
-  /** Where a committed file lives. The slot path must have passed validateSlotPath. */
+  /** A decoded slot path that is valid and lies in this tenant's own tree, not a nested tenant's. */
+  claim(decoded: string): string {
+    const slotPath = validateSlotPath(decoded);
+    for (const nested of this.excluded) {
+      if (slotPath === nested || slotPath.startsWith(`${nested}/`)) throw httpError('E_BAD_PATH', { message: "Invalid upload path: inside another tenant's tree" });
+    }
+    return slotPath;
+  }
+
+  /** Where a committed file lives. The slot path must have passed claim(). */
   dataPath(slotPath: string): string {
     return path.join(this.uploadRoot, ...slotPath.split('/'));
   }

@@ -5,8 +5,10 @@ import { createWriteStream } from 'node:fs';
 import { readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable, Transform } from 'node:stream';
+import { finished } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { httpError } from '../server/errors.js';
+import { HttpError, httpError } from '../server/errors.js';
+import { stallWatch } from './stall-watch.js';
 import { tap } from './tap.js';
 
 export interface StagedBytes {
@@ -22,27 +24,46 @@ export interface ReceiveOptions {
   /** Applied in order between the source and the file (digest, encryption, …). */
   transforms?: Transform[];
   highWaterMark?: number;
+  /** UploadStallTimeout: a body that does not move for this long is cut (0 = never). */
+  stallMs?: number;
 }
 
+/**
+ * Streams source into a new staging file. The source is piped, never handed to the pipeline: a failure of
+ * our own (a full disk, no descriptors) must not destroy the request, so the client still gets its 507 or
+ * 503 instead of a reset, and such a failure is reported as what it is, never as a short body.
+ */
 export async function receiveToStaging(source: Readable, options: ReceiveOptions): Promise<StagedBytes> {
   let size = 0;
   const count = tap((chunk) => (size += chunk.length));
+  const watch = stallWatch(options.stallMs ?? 0);
   // flush: the data is fsynced before the close that ends the pipeline, so a commit never links a file
   // whose bytes are still only in the page cache.
   const sink = createWriteStream(options.stagingPath, { flags: 'wx', mode: 0o600, flush: true, highWaterMark: options.highWaterMark });
+  let sinkError: unknown;
+  sink.once('error', (err) => (sinkError ??= err));
+  // The client hung up or timed out: the request ends without its last bytes.
+  const stopSource = finished(source, { writable: false }, (err) => {
+    if (err) watch.destroy(err);
+  });
+  source.pipe(watch);
   try {
     try {
-      await pipeline([source, count, ...(options.transforms ?? []), sink]);
+      await pipeline([watch, count, ...(options.transforms ?? []), sink]);
     } catch (err) {
-      // The client went away (or the socket timed out) before sending everything it announced.
-      if (size < options.expectedSize) throw httpError('E_INCOMPLETE', { cause: err });
+      if (sinkError !== undefined) throw sinkError as Error;
+      // The client went away, stalled or was cut by a timeout before sending everything it announced.
+      if (size < options.expectedSize) throw err instanceof HttpError ? err : httpError('E_INCOMPLETE', { cause: err });
       throw err;
     }
     if (size !== options.expectedSize) throw httpError('E_INCOMPLETE');
     return { stagingPath: options.stagingPath, size };
   } catch (err) {
+    source.unpipe(watch);
     await rm(options.stagingPath, { force: true });
     throw err;
+  } finally {
+    stopSource();
   }
 }
 

@@ -10,10 +10,13 @@ import { FileStore } from '@tus/file-store';
 import type { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { readdir, stat, truncate } from 'node:fs/promises';
+import { readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { ERRORS } from '@tus/utils';
+import type { Upload } from '@tus/utils';
+import { HttpError, httpError } from '../server/errors.js';
+import { stallWatch } from './stall-watch.js';
+import { TusRecords } from './tus-records.js';
 import path from 'node:path';
 import type { Logger } from '../server/logger.js';
 import { cipherFor, keyOf, plaintextStream } from './at-rest.js';
@@ -62,6 +65,15 @@ class TusStoreError extends Error {
   }
 }
 
+/** Metadata keys of the server's own (owner, target, key id, IV, …); a client's keys never start so. */
+export const INTERNAL_PREFIX = 'hfs_';
+
+/** The metadata as the client sent it: what the library may show in Upload-Metadata. */
+export function clientMetadata(metadata: Upload['metadata']): Upload['metadata'] {
+  const own = Object.entries(metadata ?? {}).filter(([key]) => !key.startsWith(INTERNAL_PREFIX));
+  return own.length > 0 ? Object.fromEntries(own) : undefined;
+}
+
 /**
  * @tus/file-store with our own write: ChunkSize as the write buffer, a byte count for the metrics, and the
  * checksum extension. A chunk whose Upload-Checksum does not match (or that broke off, so it cannot be
@@ -77,9 +89,12 @@ export class CountingFileStore extends FileStore {
       counters: TusCounters;
       checksums: AsyncLocalStorage<ExpectedChecksum>;
       keys: KeyRing;
+      /** UploadStallTimeout in ms: a PATCH body that does not move for this long is cut (0 = never). */
+      stallMs: number;
     },
   ) {
-    super({ directory: path.join(storeDir, '.hmac', 'tus'), expirationPeriodInMilliseconds: options.expirationMs });
+    const directory = path.join(storeDir, '.hmac', 'tus');
+    super({ directory, configstore: new TusRecords(directory), expirationPeriodInMilliseconds: options.expirationMs });
     // Concatenation is done by our router (the library answers 501); checksums here.
     this.extensions = [...this.extensions, 'checksum', 'concatenation'];
   }
@@ -122,6 +137,30 @@ export class CountingFileStore extends FileStore {
     return hash.digest('hex');
   }
 
+  /** Like the library's, but owner-only (0600) and never over an existing file. */
+  override async create(upload: Upload): Promise<Upload> {
+    const file = path.join(this.directory, upload.id);
+    await writeFile(file, '', { mode: 0o600, flag: 'wx' });
+    try {
+      await this.configstore.set(upload.id, upload);
+    } catch (err) {
+      await rm(file, { force: true });
+      throw err;
+    }
+    upload.storage = { type: 'file', path: file };
+    return upload;
+  }
+
+  /**
+   * What the library sees of an upload, and so what HEAD shows: the client's own metadata only. Our code
+   * reads the whole record from configstore.
+   */
+  override async getUpload(id: string): Promise<Upload> {
+    const upload = await super.getUpload(id);
+    upload.metadata = clientMetadata(upload.metadata);
+    return upload;
+  }
+
   override async remove(id: string): Promise<void> {
     this.digests.delete(id);
     this.encryptions.delete(id);
@@ -143,12 +182,20 @@ export class CountingFileStore extends FileStore {
     });
     // Ids reach the store only after the router matched UPLOAD_ID, so this stays inside the directory.
     const file = path.join(this.directory, id);
+    const sink = createWriteStream(file, { flags: 'r+', start: offset, highWaterMark: this.options.chunkSize });
+    let sinkError: unknown;
+    sink.once('error', (err) => (sinkError ??= err));
     try {
-      await pipeline([readable, seen, ...cipherFor(key, encryption, offset), createWriteStream(file, { flags: 'r+', start: offset, highWaterMark: this.options.chunkSize })]);
-    } catch {
+      await pipeline([readable, stallWatch(this.options.stallMs), seen, ...cipherFor(key, encryption, offset), sink]);
+    } catch (err) {
       if (checksum) await truncate(file, offset);
       this.digests.delete(id);
-      throw new TusStoreError(ERRORS.FILE_WRITE_ERROR.status_code, ERRORS.FILE_WRITE_ERROR.body);
+      // What reached the disk stays and is the new offset (a HEAD says so), unless a checksum was announced.
+      // A failure of the disk keeps its errno (507 for a full disk, 503 without descriptors); a stall its own
+      // answer; anything else is the body breaking off.
+      if (sinkError !== undefined) throw sinkError as Error;
+      if (err instanceof HttpError) throw err;
+      throw httpError('E_INCOMPLETE', { cause: err });
     }
     if (checksum && checksum.digest('base64') !== expected!.digest) {
       await truncate(file, offset);

@@ -28,18 +28,26 @@ function isVersionId(id: string): boolean {
   return VERSION_ID.test(id);
 }
 
-/** Moves the current file of slotPath into its versions; false when there was none. */
-export async function keepAsVersion(layout: FileLayout, slotPath: string): Promise<boolean> {
+/** Moves the current file of slotPath into its versions; returns the version id, undefined when there was none. */
+export async function keepAsVersion(layout: FileLayout, slotPath: string): Promise<string | undefined> {
   const metaPath = layout.metaPath(slotPath);
   const meta = await readMetadata(metaPath);
-  if (!meta) return false;
+  if (!meta) return undefined;
   const dir = layout.versionDir(slotPath);
   await mkdir(dir, { recursive: true, mode: 0o750 });
   const id = `${String(Date.parse(meta.createdAt)).padStart(15, '0')}-${randomBytes(4).toString('hex')}`;
   // Metadata first: from here on the path reads as free, and the bytes follow it.
   await rename(metaPath, path.join(dir, `${id}.json`));
   await rename(layout.dataPath(slotPath), path.join(dir, id));
-  return true;
+  return id;
+}
+
+/** Puts a version kept by keepAsVersion back as the current file: the new upload did not get placed. */
+export async function restoreVersion(layout: FileLayout, slotPath: string, id: string): Promise<void> {
+  const dir = layout.versionDir(slotPath);
+  // Bytes first, metadata last: a GET sees the file again only once both are back.
+  await rename(path.join(dir, id), layout.dataPath(slotPath));
+  await rename(path.join(dir, `${id}.json`), layout.metaPath(slotPath));
 }
 
 /** Version ids of slotPath, oldest first. */

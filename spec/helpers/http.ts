@@ -11,10 +11,15 @@ export interface RawResponse {
   body: Buffer;
 }
 
-export function rawRequest(baseUrl: string, method: string, rawPath: string, headers: Record<string, string | number> = {}, body?: Buffer): Promise<RawResponse> {
+export interface RawOptions {
+  /** Source address of the connection (127.0.0.0/8 gives tests many distinct clients). */
+  localAddress?: string;
+}
+
+export function rawRequest(baseUrl: string, method: string, rawPath: string, headers: Record<string, string | number> = {}, body?: Buffer, options: RawOptions = {}): Promise<RawResponse> {
   const { hostname, port } = new URL(baseUrl);
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: hostname, port, method, path: rawPath, headers, agent: false }, (res) => {
+    const req = http.request({ host: hostname, port, method, path: rawPath, headers, agent: false, ...(options.localAddress ? { localAddress: options.localAddress } : {}) }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
