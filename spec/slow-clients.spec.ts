@@ -143,6 +143,23 @@ describe('slow and greedy clients', () => {
       const got = await rawRequest(server.url, 'GET', String(rest.headers['x-download-url']));
       assert.deepEqual(got.body, data);
     });
+    it('cuts a creation-with-upload whose body stops moving and keeps no upload nobody can resume', async () => {
+      const grant = await grantFor(server);
+      const data = randomBytes(200);
+      const headers = {
+        'Tus-Resumable': '1.0.0',
+        Authorization: `Bearer ${grant}`,
+        'Upload-Length': 200,
+        'Upload-Metadata': `filename ${Buffer.from('c.bin').toString('base64')}`,
+        'Content-Type': 'application/offset+octet-stream',
+        'Content-Length': 200,
+      };
+      const before = await readdir(path.join(server.storeDir, '.hmac', 'tus'));
+      const result = await trickle(server.url, Buffer.concat([Buffer.from(head('POST', '/files/', headers)), data.subarray(0, 50)]), 0, 10_000);
+      assert.match(result.answer, /^HTTP\/1\.1 400 /);
+      assert.doesNotMatch(result.answer, /\r\nLocation:/i);
+      assert.deepEqual(await readdir(path.join(server.storeDir, '.hmac', 'tus')), before);
+    });
   });
 
   describe('MaxConnectionsPerIP', () => {
