@@ -70,7 +70,7 @@ export function createScanGate(deps: ScanGateDeps): ScanGate {
 
   return {
     stage: async (upload) => {
-      if (limit.pendingCount >= deps.queueLimit) {
+      if (deps.queueLimit > 0 && limit.pendingCount >= deps.queueLimit) {
         throw httpError('E_SCAN_QUEUE_FULL', { headers: { 'Retry-After': RETRY_AFTER_SECONDS } });
       }
       const key = upload.encryption ? keyOf(deps.keys, upload.encryption, upload.path) : undefined;

@@ -14,6 +14,7 @@ import type { CommittedFiles } from '../stores/committed-files.js';
 import type { FileLayout } from '../stores/file-layout.js';
 import { slotPathOf } from './legacy-door.js';
 import { checkUploadType } from './media-type.js';
+import type { Admission } from '../server/admission.js';
 import { newEncryption, cipherFor } from '../stores/at-rest.js';
 import type { KeyRing } from '../stores/key-ring.js';
 import { receiveToStaging } from '../stores/staging.js';
@@ -40,6 +41,8 @@ export interface LegacyRouterDeps {
   chunkSize: number;
   /** UploadStallTimeout in ms: a body that does not move for this long is cut (0 = never). */
   stallMs: number;
+  /** NumWorkers and UploadQueueSize: how many bodies are received at once, how many wait. */
+  admission: Admission;
   /** EnableVersioning: a PUT to a taken path keeps the old file as a version instead of a 409. */
   versioning: boolean;
   /** Deduplication: told when a removed copy shared a blob. */
@@ -91,17 +94,27 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
     // Cheap early answer; the link in commitUpload() is what decides a race.
     if (!deps.versioning && (await files.exists(path))) throw httpError('E_EXISTS');
 
-    if (req.get('Expect')?.toLowerCase() === '100-continue') res.writeContinue();
-    // Hashed and (when on) encrypted in the stream: the staging file never holds plaintext of an encrypted upload.
+    // NumWorkers: the body is read only once this upload has a place; a waiting client gets its 100 Continue then.
+    const gone = new AbortController();
+    const onGone = () => gone.abort();
+    req.once('close', onGone);
+    const release = await deps.admission.admit(gone.signal).finally(() => req.off('close', onGone));
+    let staged;
     const digest = createHash('sha256');
     const encryption = newEncryption(deps.keys);
-    const staged = await receiveToStaging(req, {
-      stagingPath: deps.layout.newStagingPath(),
-      expectedSize: size,
-      highWaterMark: deps.chunkSize,
-      stallMs: deps.stallMs,
-      transforms: [tap((chunk) => digest.update(chunk)), ...cipherFor(encryption?.key, encryption?.stored, 0)],
-    });
+    try {
+      if (req.get('Expect')?.toLowerCase() === '100-continue') res.writeContinue();
+      // Hashed and (when on) encrypted in the stream: the staging file never holds plaintext of an encrypted upload.
+      staged = await receiveToStaging(req, {
+        stagingPath: deps.layout.newStagingPath(),
+        expectedSize: size,
+        highWaterMark: deps.chunkSize,
+        stallMs: deps.stallMs,
+        transforms: [tap((chunk) => digest.update(chunk)), ...cipherFor(encryption?.key, encryption?.stored, 0)],
+      });
+    } finally {
+      release();
+    }
     await deps.commitUpload(deps.layout, {
       path,
       stagingPath: staged.stagingPath,

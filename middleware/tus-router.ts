@@ -15,6 +15,8 @@ import type { CommittedFiles } from '../stores/committed-files.js';
 import type { ConcatResult } from '../hooks/tus-concat.js';
 import { CHECKSUM_ALGORITHMS, UPLOAD_ID, type ChecksumAlgorithm, type ExpectedChecksum } from '../stores/tus-store.js';
 import { sendDownload } from './download.js';
+import { announcesBody } from './body-gate.js';
+import type { Admission } from '../server/admission.js';
 import { grantTokenOf, verifyGrant, type Grant } from './upload-grant.js';
 
 export const TUS_VERSION = '1.0.0';
@@ -33,6 +35,8 @@ export interface TusRouterDeps {
   tusPath: string;
   checksums: AsyncLocalStorage<ExpectedChecksum>;
   partials: WeakSet<IncomingMessage>;
+  /** NumWorkers and UploadQueueSize: a PATCH or creation-with-upload body is read only once admitted. */
+  admission: Admission;
   concatenate(req: IncomingMessage, grant: Grant, concatHeader: string, metadataHeader: string | undefined): Promise<ConcatResult>;
 }
 
@@ -137,18 +141,34 @@ export function tusRouter(deps: TusRouterDeps): Router {
     next();
   };
 
+  const admit = async (req: Request): Promise<() => void> => {
+    const gone = new AbortController();
+    const onGone = () => gone.abort();
+    req.once('close', onGone);
+    try {
+      return await deps.admission.admit(gone.signal);
+    } finally {
+      req.off('close', onGone);
+    }
+  };
+
   const handOver: RequestHandler = async (req, res) => {
     // The library routes on the full path (Express stripped the mount point) and would take a ?grant= query
     // for part of the upload id.
     req.url = requestPath(req);
-    // The gates passed: a client waiting on Expect: 100-continue may send its body now (the library never
-    // answers it, so curl would wait out its whole expect timeout).
-    if (req.get('Expect')?.toLowerCase() === '100-continue' && !res.headersSent) res.writeContinue();
-    const checksum = req.get('Upload-Checksum');
-    if (checksum !== undefined && (req.method === 'PATCH' || req.method === 'POST')) {
-      await deps.checksums.run(expectedChecksumOf(checksum), () => deps.tus.handle(req, res));
-    } else {
-      await deps.tus.handle(req, res);
+    const release = announcesBody(req) ? await admit(req) : () => undefined;
+    try {
+      // The gates passed: a client waiting on Expect: 100-continue may send its body now (the library never
+      // answers it, so curl would wait out its whole expect timeout).
+      if (req.get('Expect')?.toLowerCase() === '100-continue' && !res.headersSent) res.writeContinue();
+      const checksum = req.get('Upload-Checksum');
+      if (checksum !== undefined && (req.method === 'PATCH' || req.method === 'POST')) {
+        await deps.checksums.run(expectedChecksumOf(checksum), () => deps.tus.handle(req, res));
+      } else {
+        await deps.tus.handle(req, res);
+      }
+    } finally {
+      release();
     }
   };
 

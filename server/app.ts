@@ -1,5 +1,6 @@
 // Assembles the Express application from explicit dependencies. Middleware order, top to bottom:
-// request log (fixes the client IP, trusted proxies) → security headers → per-client cap behind proxies →
+// request log (fixes the client IP, trusted proxies) → abuse accounting → security headers → IP lists → rate
+// limit → per-client cap behind proxies →
 // body gate → tus door at TusPath (grants) → legacy door, routed on the decoded path to the most specific
 // tenant prefix (slot signatures) → 404 → error handler.
 import express, { type Express } from 'express';
@@ -14,6 +15,8 @@ import { legacyDoor } from '../middleware/legacy-door.js';
 import { securityHeaders } from '../middleware/security-headers.js';
 import { bodyGate } from '../middleware/body-gate.js';
 import type { ConnectionCap } from './connection-cap.js';
+import type { Guards } from './guards.js';
+import { attachAbuseEvents } from '../middleware/request-info.js';
 import { requestLog } from '../middleware/request-log.js';
 import { CommittedFiles } from '../stores/committed-files.js';
 import type { FileLayout } from '../stores/file-layout.js';
@@ -40,6 +43,8 @@ export interface AppDeps {
   dedup?: Dedup;
   /** MaxConnectionsPerIP for requests that came through a trusted proxy. */
   cap?: ConnectionCap;
+  /** IP lists, rate limits, bans and upload admission. */
+  guards: Guards;
 }
 
 export interface App {
@@ -48,7 +53,7 @@ export interface App {
   tus?: TusDoor;
 }
 
-export function createApp({ config, logger, tenants, keys, scan, dedup, cap }: AppDeps): App {
+export function createApp({ config, logger, tenants, keys, scan, dedup, cap, guards }: AppDeps): App {
   const app = express();
   app.disable('x-powered-by');
   app.set('case sensitive routing', true);
@@ -67,13 +72,19 @@ export function createApp({ config, logger, tenants, keys, scan, dedup, cap }: A
   const release = dedup ? (blob: BlobRef) => dedup.release(blob) : undefined;
 
   app.use(requestLog(logger));
+  app.use((req, _res, next) => {
+    attachAbuseEvents(req, guards.events);
+    next();
+  });
   app.use(securityHeaders());
+  // IP lists first (refused before any other work), then the rate limit.
+  for (const guard of guards.middlewares) app.use(guard);
   if (cap) app.use(cap.perClient);
   app.use(bodyGate());
   let tus: TusDoor | undefined;
   const defaultTenant = tenants.find((t) => t.tenant.prefix === config.UploadSubDir);
   if ((config.ResumableUploadsEnabled || config.ChunkedUploadsEnabled) && defaultTenant) {
-    tus = createTusDoor({ config, logger, keys, layout: defaultTenant.layout, files: new CommittedFiles(defaultTenant.layout, keys, release), commitUpload });
+    tus = createTusDoor({ config, logger, keys, layout: defaultTenant.layout, files: new CommittedFiles(defaultTenant.layout, keys, release), commitUpload, admission: guards.admission });
     app.use(config.TusPath.slice(0, -1), tus.router);
   }
   app.use(
@@ -94,6 +105,7 @@ export function createApp({ config, logger, tenants, keys, scan, dedup, cap }: A
           resumableDownloads: config.ResumableDownloadsEnabled,
           chunkSize: config.ChunkSize,
           stallMs: config.UploadStallTimeout,
+          admission: guards.admission,
           versioning: config.EnableVersioning,
         }),
       })),

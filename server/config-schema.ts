@@ -126,7 +126,7 @@ export const configSchema = z.object({
   ChunkedUploadsEnabled: bool(),
   ChunkSize: size(),
   AllowedExtensions: extensions(),
-  NumWorkers: count(1),
+  NumWorkers: count(0),
   UploadQueueSize: count(0),
   ReadTimeout: duration(),
   WriteTimeout: duration(),
@@ -173,11 +173,14 @@ export const configSchema = z.object({
   // Rate limiting
   EnableRateLimiting: bool(),
   RequestsPerMinute: count(1),
-  RateLimitInterval: duration(),
+  RateLimitInterval: duration().refine((ms) => ms > 0, { error: `${DURATION_FORM}, not 0` }),
+  AuthFailuresPerMinute: count(1),
   // Fail2Ban
   Fail2BanEnabled: bool(),
   Fail2BanCommand: text(),
   Fail2BanJail: text(),
+  Fail2BanMaxRetry: count(1),
+  Fail2BanFindTime: duration().refine((ms) => ms > 0, { error: `${DURATION_FORM}, not 0` }),
   // Deduplication
   DeduplicationEnabled: bool(),
 }).superRefine((config, ctx) => {
@@ -226,8 +229,8 @@ export const DEFAULTS: { readonly [K in ConfigKey]-?: Exclude<ConfigInput[K], un
   ChunkedUploadsEnabled: true,
   ChunkSize: 1048576,
   AllowedExtensions: [],
-  NumWorkers: 5,
-  UploadQueueSize: 50,
+  NumWorkers: 64,
+  UploadQueueSize: 256,
   ReadTimeout: '4800s',
   WriteTimeout: '4800s',
   IdleTimeout: '65s',
@@ -268,9 +271,12 @@ export const DEFAULTS: { readonly [K in ConfigKey]-?: Exclude<ConfigInput[K], un
   EnableRateLimiting: false,
   RequestsPerMinute: 60,
   RateLimitInterval: '1m',
+  AuthFailuresPerMinute: 10,
   Fail2BanEnabled: false,
   Fail2BanCommand: '/usr/bin/fail2ban-client',
   Fail2BanJail: 'hmac-auth',
+  Fail2BanMaxRetry: 5,
+  Fail2BanFindTime: '10m',
   DeduplicationEnabled: false,
 };
 
@@ -280,9 +286,6 @@ export const DEFAULTS: { readonly [K in ConfigKey]-?: Exclude<ConfigInput[K], un
  */
 export const NOT_YET_ACTIVE: ReadonlyArray<readonly [ConfigKey, (c: Config) => boolean]> = [
   ['EnableTLS', (c) => c.EnableTLS],
-  ['RedisEnabled', (c) => c.RedisEnabled && !c.DeduplicationEnabled],
+  ['RedisEnabled', (c) => c.RedisEnabled && !c.DeduplicationEnabled && !c.EnableRateLimiting],
   ['MetricsEnabled', (c) => c.MetricsEnabled],
-  ['EnableIPManagement', (c) => c.EnableIPManagement],
-  ['EnableRateLimiting', (c) => c.EnableRateLimiting],
-  ['Fail2BanEnabled', (c) => c.Fail2BanEnabled],
 ];

@@ -107,7 +107,9 @@ async function serve(args: string[]): Promise<void> {
   if (values['validate-config']) return void process.stdout.write(`${values.config}: OK\n`);
 
   const logger = createLogger(config);
-  const running = await startServer(config, logger);
+  const running = await startServer(config, logger, { configFile: values.config });
+  // SIGHUP: re-read the IP lists now (logrotate and operators send it after editing config.toml).
+  process.on('SIGHUP', () => void running.guards.reloadLists());
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

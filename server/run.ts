@@ -19,6 +19,8 @@ import { BlobStore } from '../stores/blobs.js';
 import { EmbeddedDedupIndex } from '../stores/dedup-index-embedded.js';
 import { RedisDedupIndex } from '../stores/dedup-index-redis.js';
 import { createRedis } from './redis.js';
+import type { Redis } from 'ioredis';
+import { createGuards, type Guards } from './guards.js';
 import { addressMatcher } from './address-list.js';
 import { createConnectionCap } from './connection-cap.js';
 import path from 'node:path';
@@ -30,18 +32,26 @@ export interface RunningServer extends Listener {
   scan?: ScanGate;
   dedup?: Dedup;
   expiry: { sweep(now?: number): Promise<number>; counters: ExpiryCounters };
+  /** IP lists (reloadLists), rate limits, bans, admission, and their counters. */
+  guards: Guards;
+}
+
+/** One Redis client for everything that shares state through it (the dedup index, the rate limits). */
+async function connectRedis(config: Config, logger: Logger): Promise<Redis | undefined> {
+  if (!config.RedisEnabled || (!config.DeduplicationEnabled && !config.EnableRateLimiting)) return undefined;
+  const redis = createRedis(config);
+  redis.on('error', (err: Error) => logger.debug('redis.error', { cause: err.message }));
+  // Give the first connection a moment, so a healthy Redis serves from the first request; a Redis that is
+  // down does not hold the start (uploads are stored without dedup, limits kept in memory, until it answers).
+  await Promise.race([new Promise((resolve) => redis.once('ready', resolve)), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+  return redis;
 }
 
 /** Blobs under StoreDir/.hmac/blobs, indexed in Redis (RedisEnabled) or in StoreDir/.hmac/refs. */
-async function startDedup(config: Config, logger: Logger, layout: FileLayout): Promise<{ dedup: Dedup; close: () => Promise<void> }> {
+async function startDedup(config: Config, logger: Logger, layout: FileLayout, redis: Redis | undefined): Promise<{ dedup: Dedup; close: () => Promise<void> }> {
   const hmacDir = path.dirname(layout.metaDir);
   let index;
-  if (config.RedisEnabled) {
-    const redis = createRedis(config);
-    redis.on('error', (err: Error) => logger.debug('redis.error', { cause: err.message }));
-    // Give the first connection a moment, so a healthy Redis deduplicates from the first upload; a Redis that
-    // is down does not hold the start (uploads are then stored without dedup until it answers).
-    await Promise.race([new Promise((resolve) => redis.once('ready', resolve)), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+  if (redis) {
     index = new RedisDedupIndex(redis);
   } else {
     index = new EmbeddedDedupIndex(path.join(hmacDir, 'refs'));
@@ -69,7 +79,12 @@ function nestedBelow(prefix: string, all: readonly string[]): string[] {
   return all.filter((other) => other.startsWith(`${prefix}/`)).map((other) => other.slice(prefix.length + 1));
 }
 
-export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+export interface StartOptions {
+  /** The config file the Config came from: the IP lists are re-read from it (IPCheckInterval, SIGHUP). */
+  configFile?: string;
+}
+
+export async function startServer(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningServer> {
   const prefixes = tenantsOf(config).map((t) => t.prefix);
   const tenants = await Promise.all(
     tenantsOf(config).map(async (tenant) => {
@@ -90,11 +105,13 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
         logger,
       })
     : undefined;
-  const deduplication = config.DeduplicationEnabled ? await startDedup(config, logger, tenants[0]!.layout) : undefined;
+  const redis = await connectRedis(config, logger);
+  const deduplication = config.DeduplicationEnabled ? await startDedup(config, logger, tenants[0]!.layout, redis) : undefined;
   const dedup = deduplication?.dedup;
   const release = dedup ? (blob: BlobRef) => dedup.release(blob) : undefined;
   const cap = createConnectionCap(config.MaxConnectionsPerIP, addressMatcher(config.TrustedProxies));
-  const { app, tus } = createApp({ config, logger, tenants, keys, cap, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}) });
+  const guards = createGuards({ config, logger, ...(redis ? { redis } : {}), ...(options.configFile !== undefined ? { configFile: options.configFile } : {}) });
+  const { app, tus } = createApp({ config, logger, tenants, keys, cap, guards, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}) });
   // Staging files that outlived ReadTimeout belong to no request any more (a crash, a kill): sweep them now
   // and then every hour.
   const stagingAge = config.ReadTimeout > 0 ? config.ReadTimeout : 24 * 3_600_000;
@@ -135,13 +152,16 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     ...(scan ? { scan } : {}),
     ...(dedup ? { dedup } : {}),
     expiry: { sweep: expire, counters: expiryCounters },
+    guards,
     close: async (graceMs) => {
       tus?.stop();
       scan?.stop();
       clearInterval(sweeper);
       clearInterval(expirer);
-      await deduplication?.close();
       await listener.close(graceMs);
+      await guards.close();
+      await deduplication?.close();
+      redis?.disconnect();
     },
   };
 }

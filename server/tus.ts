@@ -4,6 +4,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { IncomingMessage } from 'node:http';
 import type { Request, Router } from 'express';
 import { toHttp } from './errors.js';
+import type { Admission } from './admission.js';
 import { requestPath } from '../middleware/request-info.js';
 import { MemoryLocker, Server as TusServer, EVENTS } from '@tus/server';
 import type { Config } from './config.js';
@@ -33,6 +34,7 @@ export interface TusDoorDeps {
   layout: FileLayout;
   files: CommittedFiles;
   commitUpload: CommitUpload;
+  admission: Admission;
 }
 
 /**
@@ -63,7 +65,7 @@ async function answerTusError(req: TusRequest, err: unknown, deps: { logger: Log
   return { status_code: error.status, body: `${error.message}\n` };
 }
 
-export function createTusDoor({ config, logger, keys, layout, files, commitUpload }: TusDoorDeps): TusDoor {
+export function createTusDoor({ config, logger, keys, layout, files, commitUpload, admission }: TusDoorDeps): TusDoor {
   const counters = newTusCounters();
   const checksums = new AsyncLocalStorage<ExpectedChecksum>();
   const store = new CountingFileStore(config.StoreDir, {
@@ -125,6 +127,7 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
       tusPath: config.TusPath,
       checksums,
       partials,
+      admission,
       concatenate: (req, grant, concatHeader, metadataHeader) =>
         concatenateFinal({ store, hooks, tusPath: config.TusPath, maxUploadSize: config.MaxUploadSize }, req, grant, concatHeader, metadataHeader),
     }),

@@ -14,7 +14,7 @@ const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 
 export interface ChildServerOptions {
   /** Extra config.toml keys (Secret, ListenIP, ListenPort and StoreDir are set here unless given). */
-  config?: Record<string, string | number | boolean>;
+  config?: Record<string, string | number | boolean | string[]>;
   /** Start under `prlimit --nofile=N:N` already (Node's module loader needs many descriptors at start-up). */
   nofileAtSpawn?: number;
   /** How long to wait for server.listening. */
@@ -26,6 +26,8 @@ export interface ChildServer {
   /** http://127.0.0.1:PORT */
   url: string;
   dir: string;
+  /** The config.toml it was started with (rewrite it and send SIGHUP to reload the IP lists). */
+  configFile: string;
   storeDir: string;
   secret: string;
   stdout: string[];
@@ -42,9 +44,10 @@ export interface ChildServer {
   stop(): Promise<void>;
 }
 
-function toml(values: Record<string, string | number | boolean>): string {
+/** A flat TOML table; a JSON array of strings is TOML too. */
+export function toml(values: Record<string, string | number | boolean | string[]>): string {
   return Object.entries(values)
-    .map(([key, value]) => `${key} = ${typeof value === 'string' ? JSON.stringify(value) : String(value)}\n`)
+    .map(([key, value]) => `${key} = ${typeof value === 'string' || Array.isArray(value) ? JSON.stringify(value) : String(value)}\n`)
     .join('');
 }
 
@@ -88,6 +91,7 @@ export async function startChildServer(options: ChildServerOptions = {}): Promis
     pid: child.pid!,
     url: `http://127.0.0.1:${port}`,
     dir,
+    configFile,
     storeDir,
     secret,
     stdout,

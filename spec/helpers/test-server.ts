@@ -26,8 +26,13 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
+export interface TestServerOptions {
+  /** A config file the server re-reads its IP lists from (as the CLI does with --config). */
+  configFile?: string;
+}
+
 /** A StoreDir given in overrides is the caller's (a restart on the same files) and is kept on close. */
-export async function startTestServer(overrides: Partial<ConfigInput> = {}): Promise<TestServer> {
+export async function startTestServer(overrides: Partial<ConfigInput> = {}, options: TestServerOptions = {}): Promise<TestServer> {
   const ownStore = overrides.StoreDir === undefined;
   const storeDir = overrides.StoreDir ?? (await mkdtemp(path.join(os.tmpdir(), 'hfs-store-')));
   let config: Config;
@@ -50,7 +55,7 @@ export async function startTestServer(overrides: Partial<ConfigInput> = {}): Pro
     format: winston.format.combine(winston.format.timestamp(), lineFormat),
     transports: [new winston.transports.Stream({ stream: sink })],
   });
-  const running = await startServer(config, logger);
+  const running = await startServer(config, logger, options.configFile !== undefined ? { configFile: options.configFile } : {});
   return {
     url: running.address,
     uploadUrl: `${running.address}/${config.UploadSubDir}`,
