@@ -37,7 +37,14 @@ export interface CommitDeps {
   maxVersions?: number;
   /** DeduplicationEnabled: blobs and their index. */
   dedup?: Dedup;
+  /** What the metrics read. */
+  counters?: CommitCounters;
   now?: () => Date;
+}
+
+export interface CommitCounters {
+  /** Earlier versions removed because more than MaxVersions were kept. */
+  versionsPruned: number;
 }
 
 export type CommitUpload = (layout: FileLayout, upload: StagedUpload) => Promise<FileMetadata>;
@@ -60,7 +67,8 @@ export function createCommitUpload(deps: CommitDeps): CommitUpload {
         if (kept !== undefined) await restoreVersion(layout, meta.path, kept);
         throw err;
       }
-      await pruneVersions(layout, meta.path, maxVersions, release);
+      const pruned = await pruneVersions(layout, meta.path, maxVersions, release);
+      if (deps.counters) deps.counters.versionsPruned += pruned;
     });
   };
 

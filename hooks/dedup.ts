@@ -27,7 +27,14 @@ export interface Dedup {
   /** Checks the index and rebuilds it after an outage; also runs every healthIntervalMs. */
   check(): Promise<boolean>;
   healthy(): boolean;
+  /** Uploads whose content was stored already, and the bytes that did not have to be stored again. */
+  counters: DedupCounters;
   stop(): void;
+}
+
+export interface DedupCounters {
+  hits: number;
+  bytesSaved: number;
 }
 
 export interface DedupDeps {
@@ -53,6 +60,7 @@ async function* blobRefsOnDisk(dirs: readonly string[]): AsyncGenerator<BlobRef>
 
 export function createDedup(deps: DedupDeps): Dedup {
   let up = deps.startHealthy;
+  const counters: DedupCounters = { hits: 0, bytesSaved: 0 };
   const down = (err: unknown) => {
     if (up) deps.logger.warn('dedup.unavailable', { cause: err instanceof Error ? err.message : String(err), note: 'storing without deduplication' });
     up = false;
@@ -90,12 +98,17 @@ export function createDedup(deps: DedupDeps): Dedup {
       return deps.blobs.lock(sha, async () => {
         // A failure of the blob store is the disk's (a full disk): the commit fails as it would without
         // dedup. Only the index going away means "store without dedup for now".
+        const existed = await deps.blobs.info(sha);
         const info = await deps.blobs.adopt(sha, upload.stagingPath, { size: upload.size, ...(upload.encryption ? { encryption: upload.encryption } : {}) });
         try {
           await deps.index.addRef(sha, blob.ref);
         } catch (err) {
           down(err);
           return undefined;
+        }
+        if (existed) {
+          counters.hits += 1;
+          counters.bytesSaved += upload.size;
         }
         return { from: deps.blobs.dataPath(sha), ...(info.encryption ? { encryption: info.encryption } : {}), blob };
       });
@@ -114,6 +127,7 @@ export function createDedup(deps: DedupDeps): Dedup {
 
     check,
     healthy: () => up,
+    counters,
     stop: () => clearInterval(timer),
   };
 }

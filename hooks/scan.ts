@@ -29,6 +29,8 @@ export interface ScanGate {
   /** Scans running now and uploads waiting for a worker. */
   queue(): { active: number; waiting: number };
   health(): ScanHealth;
+  /** Pings clamd now (the readiness check) and records the answer. */
+  check(): Promise<boolean>;
   counters: ScanCounters;
   stop(): void;
 }
@@ -41,6 +43,8 @@ export interface ScanGateDeps {
   healthIntervalMs: number;
   keys: KeyRing;
   logger: Logger;
+  /** Told how long each scan took and how it ended (the scan duration histogram). */
+  observeScan?: (seconds: number, verdict: 'clean' | 'infected' | 'none') => void;
 }
 
 const RETRY_AFTER_SECONDS = '30';
@@ -53,6 +57,7 @@ export function createScanGate(deps: ScanGateDeps): ScanGate {
     const healthy = await deps.scanner.ping();
     if (healthy !== health.healthy) deps.logger[healthy ? 'info' : 'warn']('scan.health', { healthy });
     Object.assign(health, { healthy, checkedAt: new Date() });
+    return healthy;
   };
   void check();
   const timer = deps.healthIntervalMs > 0 ? setInterval(() => void check(), deps.healthIntervalMs).unref() : undefined;
@@ -75,14 +80,19 @@ export function createScanGate(deps: ScanGateDeps): ScanGate {
       }
       const key = upload.encryption ? keyOf(deps.keys, upload.encryption, upload.path) : undefined;
       let verdict;
+      let started = 0;
+      const seconds = () => (performance.now() - started) / 1000;
       try {
-        verdict = await limit(() =>
-          deps.scanner.scan(plaintextStream(createReadStream(upload.stagingPath), { key, encryption: upload.encryption, start: 0, what: upload.path })),
-        );
+        verdict = await limit(() => {
+          started = performance.now();
+          return deps.scanner.scan(plaintextStream(createReadStream(upload.stagingPath), { key, encryption: upload.encryption, start: 0, what: upload.path }));
+        });
       } catch (err) {
+        if (started > 0) deps.observeScan?.(seconds(), 'none');
         if (err instanceof ScannerUnavailable || err instanceof ScanTooLarge) return noVerdict(upload, err);
         throw err;
       }
+      deps.observeScan?.(seconds(), verdict.infected ? 'infected' : 'clean');
       counters.scanned += 1;
       if (verdict.infected) {
         counters.infected += 1;
@@ -92,6 +102,7 @@ export function createScanGate(deps: ScanGateDeps): ScanGate {
     },
     queue: () => ({ active: limit.activeCount, waiting: limit.pendingCount }),
     health: () => ({ ...health }),
+    check,
     counters,
     stop: () => clearInterval(timer),
   };

@@ -17,6 +17,7 @@ import type { FileLayout } from '../stores/file-layout.js';
 import type { KeyRing } from '../stores/key-ring.js';
 import { IV_KEY, KEY_ID_KEY, clientMetadata, type CountingFileStore } from '../stores/tus-store.js';
 import { checkUploadType } from '../middleware/media-type.js';
+import { note } from '../middleware/request-notes.js';
 
 /** Metadata keys the server sets; a client sending them has them removed. */
 export const OWNER_KEY = 'hfs_owner';
@@ -128,6 +129,7 @@ export function createTusHooks(deps: TusHookDeps) {
           sha256: await deps.store.digestOf(upload.id, upload.size),
           ...(encryption ? { encryption } : {}),
         });
+        if (node) note(node, { committed: { size: upload.size, ...(record?.creation_date ? { startedAt: Date.parse(record.creation_date) } : {}) } });
         upload.metadata = { ...metadata, [COMMITTED_KEY]: '1' };
         record!.metadata = upload.metadata;
         await deps.store.configstore.set(upload.id, record!);

@@ -5,6 +5,7 @@ import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { httpError, toHttp } from '../server/errors.js';
 import type { Logger } from '../server/logger.js';
 import { requestPath } from './request-info.js';
+import { note } from './request-notes.js';
 
 export function notFound(): RequestHandler {
   return () => {
@@ -15,12 +16,13 @@ export function notFound(): RequestHandler {
 export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (err: unknown, req, res, _next) => {
     const error = toHttp(err);
+    note(req, { code: error.code });
     const fields = { code: error.code, status: error.status, method: req.method, path: requestPath(req) };
     if (error.status >= 500) {
       const cause = error.cause ?? err;
       logger.error('request.failed', { ...fields, cause: cause instanceof Error ? cause.stack ?? cause.message : String(cause) });
     } else {
-      logger.debug('request.rejected', fields);
+      logger.info('request.rejected', fields);
     }
     if (res.headersSent) {
       res.destroy();

@@ -4,6 +4,7 @@
 import type { Request, RequestHandler, Router } from 'express';
 import { httpError } from '../server/errors.js';
 import type { FileLayout } from '../stores/file-layout.js';
+import { note } from './request-notes.js';
 
 export interface LegacyDoorTenant {
   layout: FileLayout;
@@ -33,6 +34,7 @@ export function legacyDoor(tenants: readonly LegacyDoorTenant[]): RequestHandler
       if (!decoded.startsWith(`${prefix}/`)) continue;
       const rest = decoded.slice(prefix.length + 1);
       if (rest === '') return next();
+      note(req, { door: 'legacy', tenant: prefix });
       (req as { [SLOT]?: string })[SLOT] = layout.claim(rest);
       return router(req, res, next);
     }

@@ -13,6 +13,7 @@ import { checkExtension } from '../hooks/extension-check.js';
 import type { CommittedFiles } from '../stores/committed-files.js';
 import type { FileLayout } from '../stores/file-layout.js';
 import { slotPathOf } from './legacy-door.js';
+import { note } from './request-notes.js';
 import { checkUploadType } from './media-type.js';
 import type { Admission } from '../server/admission.js';
 import { newEncryption, cipherFor } from '../stores/at-rest.js';
@@ -88,6 +89,7 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
     if (result.verdict === 'absent') throw authFailed(req, 'mac_missing', 'E_MAC_MISSING');
     if (result.verdict === 'invalid') throw authFailed(req, result.code.slice(2).toLowerCase(), result.code, result.reason);
     const { grant } = result;
+    note(req, { scheme: grant.scheme });
     if (grant.contentType !== undefined) checkUploadType(grant.contentType);
     if (size > deps.maxUploadSize) throw httpError('E_TOO_LARGE', { message: `File too large (limit ${deps.maxUploadSize} bytes)` });
     checkExtension(deps.allowedExtensions, path);
@@ -127,6 +129,7 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
       sha256: digest.digest('hex'),
       ...(encryption ? { encryption: encryption.stored } : {}),
     });
+    note(req, { committed: { size: staged.size } });
     res.status(201).setHeader('Location', requestPath(req));
     res.end();
   };

@@ -3,7 +3,7 @@
 // refused at upload, and what a download says is derived from the strictly parsed type (RFC 9110 §8.3.1),
 // never copied. Browsers take the last type of a comma list (Fetch, "extract a MIME type"), so a value that
 // is not exactly one media type is served as a download of unknown bytes.
-import { isTypeValid, parse } from 'content-type';
+import { parse } from 'content-type';
 import { httpError } from '../server/errors.js';
 
 export const OCTET_STREAM = 'application/octet-stream';
@@ -26,14 +26,13 @@ export function servedType(stored: string): ServedType {
   let essence: string;
   let charset: string | undefined;
   try {
-    // parse() splits type from parameters leniently; isTypeValid() is the RFC 9110 check of the type.
+    // parse() throws for anything that is not one RFC 9110 media type (a comma list, a bare word, controls).
     const parsed = parse(stored);
     essence = parsed.type;
     charset = parsed.parameters.charset;
   } catch {
     return { contentType: OCTET_STREAM, inline: false };
   }
-  if (!isTypeValid(essence)) return { contentType: OCTET_STREAM, inline: false };
   const withCharset = charset !== undefined && TOKEN.test(charset) ? `${essence}; charset=${charset}` : essence;
   return { contentType: withCharset, inline: INLINE_ESSENCE.test(essence) };
 }

@@ -16,6 +16,7 @@ import type { ConcatResult } from '../hooks/tus-concat.js';
 import { CHECKSUM_ALGORITHMS, UPLOAD_ID, type ChecksumAlgorithm, type ExpectedChecksum } from '../stores/tus-store.js';
 import { sendDownload } from './download.js';
 import { announcesBody } from './body-gate.js';
+import { note } from './request-notes.js';
 import type { Admission } from '../server/admission.js';
 import { grantTokenOf, verifyGrant, type Grant } from './upload-grant.js';
 
@@ -60,6 +61,7 @@ export function tusRouter(deps: TusRouterDeps): Router {
   const router = Router({ caseSensitive: true, strict: true });
 
   const corsAndOverride: RequestHandler = (req, res, next) => {
+    note(req, { door: 'tus', scheme: 'grant' });
     // The library sets CORS only on the answers it writes itself; refusals from our gates need them too.
     res.setHeader('Access-Control-Allow-Origin', '*');
     res.setHeader('Access-Control-Expose-Headers', EXPOSED.join(', '));

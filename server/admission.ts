@@ -35,8 +35,8 @@ export function createAdmission(workers: number, queueLimit: number): Admission 
 
   return {
     admit(signal) {
-      if (workers === 0) return Promise.resolve(() => undefined);
-      if (active < workers) {
+      // Without a limit the uploads are still counted, so "uploads in progress" stays true.
+      if (workers === 0 || active < workers) {
         active += 1;
         return Promise.resolve(releaser());
       }

@@ -8,7 +8,7 @@ import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import type { Tenant } from './tenants.js';
 import { createTusDoor, type TusDoor } from './tus.js';
-import { createCommitUpload } from '../hooks/commit-upload.js';
+import { createCommitUpload, type CommitCounters } from '../hooks/commit-upload.js';
 import { errorHandler, notFound } from '../middleware/error-handler.js';
 import { legacyRouter } from '../middleware/legacy-router.js';
 import { legacyDoor } from '../middleware/legacy-door.js';
@@ -16,6 +16,7 @@ import { securityHeaders } from '../middleware/security-headers.js';
 import { bodyGate } from '../middleware/body-gate.js';
 import type { ConnectionCap } from './connection-cap.js';
 import type { Guards } from './guards.js';
+import type { Metrics } from './metrics.js';
 import { attachAbuseEvents } from '../middleware/request-info.js';
 import { requestLog } from '../middleware/request-log.js';
 import { CommittedFiles } from '../stores/committed-files.js';
@@ -45,25 +46,37 @@ export interface AppDeps {
   cap?: ConnectionCap;
   /** IP lists, rate limits, bans and upload admission. */
   guards: Guards;
+  /** MetricsEnabled: told of every request when it ends. */
+  metrics?: Metrics;
 }
 
 export interface App {
   app: Express;
+  /** What the commit path counts (versions pruned), for the metrics. */
+  commits: CommitCounters;
   /** Present when ResumableUploadsEnabled or ChunkedUploadsEnabled. */
   tus?: TusDoor;
 }
 
-export function createApp({ config, logger, tenants, keys, scan, dedup, cap, guards }: AppDeps): App {
+export function createApp({ config, logger, tenants, keys, scan, dedup, cap, guards, metrics }: AppDeps): App {
   const app = express();
   app.disable('x-powered-by');
   app.set('case sensitive routing', true);
   app.set('strict routing', true);
   // X-Forwarded-For is believed only from these peers (Express walks the chain from the socket outwards).
   app.set('trust proxy', [...config.TrustedProxies]);
+  if (config.UnixSocket) {
+    // A unix socket has no peer address, and only what runs on this host can open it (nginx): its first hop
+    // is believed like a trusted proxy, the rest of the chain by TrustedProxies as over TCP.
+    const overTcp = app.get('trust proxy fn') as (address: string | undefined, hop: number) => boolean;
+    app.set('trust proxy', (address: string | undefined, hop: number) => (hop === 0 && address === undefined) || overTcp(address, hop));
+  }
   app.set('etag', false);
 
+  const commits: CommitCounters = { versionsPruned: 0 };
   const commitUpload = createCommitUpload({
     logger,
+    counters: commits,
     allowedExtensions: config.AllowedExtensions,
     ...(scan ? { scan: scan.stage } : {}),
     ...(config.EnableVersioning ? { maxVersions: config.MaxVersions } : {}),
@@ -71,7 +84,13 @@ export function createApp({ config, logger, tenants, keys, scan, dedup, cap, gua
   });
   const release = dedup ? (blob: BlobRef) => dedup.release(blob) : undefined;
 
-  app.use(requestLog(logger));
+  app.use(requestLog(logger, metrics));
+  // For load balancers: says the process serves, and nothing else (the full checks are on the metrics port).
+  app.get('/healthz', (_req, res) => {
+    res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+    res.setHeader('Cache-Control', 'no-store');
+    res.end('ok\n');
+  });
   app.use((req, _res, next) => {
     attachAbuseEvents(req, guards.events);
     next();
@@ -113,5 +132,5 @@ export function createApp({ config, logger, tenants, keys, scan, dedup, cap, gua
   );
   app.use(notFound());
   app.use(errorHandler(logger));
-  return tus ? { app, tus } : { app };
+  return tus ? { app, commits, tus } : { app, commits };
 }

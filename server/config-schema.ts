@@ -112,6 +112,7 @@ export const configSchema = z.object({
   LoggingEnabled: bool(),
   LogLevel: z.enum(['debug', 'info', 'warn', 'error'], { error: 'one of "debug", "info", "warn", "error"' }),
   LogFile: text(),
+  LogFormat: z.enum(['text', 'json'], { error: 'one of "text", "json"' }),
   ListenIPMetrics: ipLiteral(),
   MetricsEnabled: bool(),
   MetricsPort: port(),
@@ -143,11 +144,17 @@ export const configSchema = z.object({
   PreviousAESKeys: z.array(hexKey(), { error: 'a list of keys of 64 hex characters' }),
   PreviousXORKeys: z.array(hexKey(), { error: 'a list of keys of 64 hex characters' }),
   XOREnabled: bool(),
-  // TLS
+  // TLS (server/tls.ts) and ACME (server/acme.ts)
   EnableTLS: bool(),
   CertDir: text(),
-  Hostnames: z.array(text(), { error: 'a list of host names' }),
+  // Each host name is also a folder name below CertDir: no "/", no "..", no leading ".".
+  Hostnames: z.array(text().regex(/^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*$/, { error: 'a host name such as "files.example.org"' }), { error: 'a list of host names' }),
   UseStaging: bool(),
+  ACMEEnabled: bool(),
+  ACMEDirectoryURL: text().refine((v) => v === '' || /^https?:\/\/[^\s/]+/.test(v), { error: 'an ACME directory URL such as "https://acme.example.org/directory", or "" for Let\'s Encrypt' }),
+  ACMEEmail: text(),
+  ACMEHTTPPort: port(),
+  ACMECAFile: text(),
   // ClamAV
   ClamAVEnabled: bool(),
   ClamAVSocket: text(),
@@ -215,6 +222,7 @@ export const DEFAULTS: { readonly [K in ConfigKey]-?: Exclude<ConfigInput[K], un
   LoggingEnabled: true,
   LogLevel: 'info',
   LogFile: '',
+  LogFormat: 'text',
   ListenIPMetrics: '127.0.0.1',
   MetricsEnabled: false,
   MetricsPort: '9090',
@@ -246,9 +254,14 @@ export const DEFAULTS: { readonly [K in ConfigKey]-?: Exclude<ConfigInput[K], un
   PreviousXORKeys: [],
   XOREnabled: false,
   EnableTLS: false,
-  CertDir: '/etc/ssl/certs',
+  CertDir: '/var/lib/hmac-file-server/certs',
   Hostnames: [],
   UseStaging: false,
+  ACMEEnabled: true,
+  ACMEDirectoryURL: '',
+  ACMEEmail: '',
+  ACMEHTTPPort: '80',
+  ACMECAFile: '',
   ClamAVEnabled: false,
   ClamAVSocket: '/var/run/clamav/clamd.ctl',
   NumScanWorkers: 5,
@@ -285,7 +298,5 @@ export const DEFAULTS: { readonly [K in ConfigKey]-?: Exclude<ConfigInput[K], un
  * accepted but reported, so nobody believes a file is encrypted or scanned when it is not.
  */
 export const NOT_YET_ACTIVE: ReadonlyArray<readonly [ConfigKey, (c: Config) => boolean]> = [
-  ['EnableTLS', (c) => c.EnableTLS],
   ['RedisEnabled', (c) => c.RedisEnabled && !c.DeduplicationEnabled && !c.EnableRateLimiting],
-  ['MetricsEnabled', (c) => c.MetricsEnabled],
 ];

@@ -16,6 +16,8 @@ export interface ConnectionCap {
   perClient: RequestHandler;
   /** Connections and proxied requests now counted for ip. */
   count(ip: string): number;
+  /** Connections and proxied requests refused so far, for the metrics. */
+  counters: { refused: number };
 }
 
 const REFUSED = Symbol('over the connection cap');
@@ -41,6 +43,7 @@ export function isRefusedSocket(socket: Socket | null | undefined): boolean {
 
 export function createConnectionCap(max: number, trusted: AddressMatcher): ConnectionCap {
   const counts = new Map<string, number>();
+  const counters = { refused: 0 };
   const acquire = (ip: string): boolean => {
     const n = counts.get(ip) ?? 0;
     if (n >= max) return false;
@@ -61,6 +64,7 @@ export function createConnectionCap(max: number, trusted: AddressMatcher): Conne
         socket.once('close', () => release(peer));
         return;
       }
+      counters.refused += 1;
       // The HTTP parser attaches after this listener; the flag makes the app ignore whatever it parses.
       (socket as { [REFUSED]?: boolean })[REFUSED] = true;
       socket.end(refusal());
@@ -72,8 +76,13 @@ export function createConnectionCap(max: number, trusted: AddressMatcher): Conne
       if (isRefusedSocket(req.socket)) return void res.destroy();
       const peer = req.socket.remoteAddress;
       const client = clientIp(req);
-      if (max === 0 || peer === undefined || !trusted(peer) || client === peer) return next();
-      if (!acquire(client)) throw httpError('E_TOO_MANY_CONNECTIONS', { headers: { 'Retry-After': String(RETRY_AFTER_SECONDS) } });
+      // No peer address: a unix socket, which only local processes (nginx) can open, so a proxy.
+      const viaProxy = peer === undefined || trusted(peer);
+      if (max === 0 || !viaProxy || client === (peer ?? 'unknown')) return next();
+      if (!acquire(client)) {
+        counters.refused += 1;
+        throw httpError('E_TOO_MANY_CONNECTIONS', { headers: { 'Retry-After': String(RETRY_AFTER_SECONDS) } });
+      }
       let released = false;
       const done = () => {
         if (released) return;
@@ -86,5 +95,6 @@ export function createConnectionCap(max: number, trusted: AddressMatcher): Conne
     },
 
     count: (ip) => counts.get(ip) ?? 0,
+    counters,
   };
 }

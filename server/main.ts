@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { defaultBaseUrl, signedUrls } from './cli-sign.js';
 import { ConfigError, defaultConfigToml, loadConfig, type LoadedConfig } from './config.js';
 import { HttpError } from './errors.js';
-import { createLogger } from './logger.js';
+import { createLogger, reopenLogFile } from './logger.js';
 import { startServer } from './run.js';
 import { parseDuration, parseSize } from './units.js';
 import { grantKey, mintGrant } from '../middleware/upload-grant.js';
@@ -108,8 +108,14 @@ async function serve(args: string[]): Promise<void> {
 
   const logger = createLogger(config);
   const running = await startServer(config, logger, { configFile: values.config });
-  // SIGHUP: re-read the IP lists now (logrotate and operators send it after editing config.toml).
-  process.on('SIGHUP', () => void running.guards.reloadLists());
+  // SIGHUP: re-read the IP lists now (logrotate and operators send it after editing config.toml), and open
+  // LogFile again by name (logrotate renamed it).
+  process.on('SIGHUP', () => {
+    void running.guards.reloadLists();
+    // EnableTLS: read the certificates again (certbot's deploy hook can send SIGHUP after a renewal).
+    void running.tls?.reload();
+    reopenLogFile(logger);
+  });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

@@ -21,8 +21,13 @@ import { RedisDedupIndex } from '../stores/dedup-index-redis.js';
 import { createRedis } from './redis.js';
 import type { Redis } from 'ioredis';
 import { createGuards, type Guards } from './guards.js';
+import { Registry } from 'prom-client';
+import { createMetrics, type Metrics } from './metrics.js';
+import { startMetricsListener, storeWritable } from './metrics-listener.js';
 import { addressMatcher } from './address-list.js';
 import { createConnectionCap } from './connection-cap.js';
+import { createTlsContext, type TlsContext, type TlsTuning } from './tls.js';
+import { startAcme, type AcmeManager, type AcmeTuning } from './acme.js';
 import path from 'node:path';
 
 export interface RunningServer extends Listener {
@@ -34,6 +39,13 @@ export interface RunningServer extends Listener {
   expiry: { sweep(now?: number): Promise<number>; counters: ExpiryCounters };
   /** IP lists (reloadLists), rate limits, bans, admission, and their counters. */
   guards: Guards;
+  /** EnableTLS: the certificates by SNI; reload() re-reads them (SIGHUP). */
+  tls?: TlsContext;
+  /** EnableTLS with ACMEEnabled: renewNow() orders certificates now. */
+  acme?: AcmeManager;
+  /** MetricsEnabled: http://ListenIPMetrics:MetricsPort, serving /metrics, /healthz and /readyz. */
+  metricsAddress?: string;
+  metrics?: Metrics;
 }
 
 /** One Redis client for everything that shares state through it (the dedup index, the rate limits). */
@@ -82,9 +94,14 @@ function nestedBelow(prefix: string, all: readonly string[]): string[] {
 export interface StartOptions {
   /** The config file the Config came from: the IP lists are re-read from it (IPCheckInterval, SIGHUP). */
   configFile?: string;
+  /** Tests: faster polls, back-offs and retries than an operator needs (server/tls.ts, server/acme.ts). */
+  tls?: TlsTuning;
+  acme?: AcmeTuning;
 }
 
 export async function startServer(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningServer> {
+  // TLS first: a start-up without a usable certificate fails before anything else is opened.
+  const tls = config.EnableTLS ? await createTlsContext(config, logger, { acme: config.ACMEEnabled, ...(options.tls ? { tuning: options.tls } : {}) }) : undefined;
   const prefixes = tenantsOf(config).map((t) => t.prefix);
   const tenants = await Promise.all(
     tenantsOf(config).map(async (tenant) => {
@@ -94,6 +111,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
     }),
   );
   const keys = keyRingFrom(config);
+  const metrics = config.MetricsEnabled ? createMetrics(new Registry(), { defaultTenant: config.UploadSubDir }) : undefined;
   const scan = config.ClamAVEnabled
     ? createScanGate({
         scanner: new ClamdScanner(clamdAddress(config.ClamAVSocket), config.ClamAVTimeout),
@@ -103,6 +121,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
         healthIntervalMs: config.ClamAVHealthCheckInterval,
         keys,
         logger,
+        ...(metrics ? { observeScan: (seconds: number, verdict: 'clean' | 'infected' | 'none') => metrics.scanned(seconds, verdict) } : {}),
       })
     : undefined;
   const redis = await connectRedis(config, logger);
@@ -111,7 +130,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
   const release = dedup ? (blob: BlobRef) => dedup.release(blob) : undefined;
   const cap = createConnectionCap(config.MaxConnectionsPerIP, addressMatcher(config.TrustedProxies));
   const guards = createGuards({ config, logger, ...(redis ? { redis } : {}), ...(options.configFile !== undefined ? { configFile: options.configFile } : {}) });
-  const { app, tus } = createApp({ config, logger, tenants, keys, cap, guards, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}) });
+  const { app, tus, commits } = createApp({ config, logger, tenants, keys, cap, guards, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}), ...(metrics ? { metrics } : {}) });
   // Staging files that outlived ReadTimeout belong to no request any more (a crash, a kill): sweep them now
   // and then every hour.
   const stagingAge = config.ReadTimeout > 0 ? config.ReadTimeout : 24 * 3_600_000;
@@ -133,7 +152,44 @@ export async function startServer(config: Config, logger: Logger, options: Start
   const expire = (now?: number) => sweepExpired(expiryDeps, now);
   void expire();
   const expirer = setInterval(() => void expire(), sweepInterval(config.FileTTL)).unref();
-  const listener = await listen(createHttpServer(app, config, { onConnection: (socket) => cap.onConnection(socket) }), config);
+  const operators = metrics
+    ? await startMetricsListener({
+        registry: metrics.registry,
+        host: config.ListenIPMetrics,
+        port: config.MetricsPort,
+        checks: {
+          store: storeWritable(stagingDir),
+          ...(redis ? { redis: async () => (await redis.ping()) === 'PONG' } : {}),
+          ...(scan ? { clamd: () => scan.check() } : {}),
+        },
+        logger,
+      })
+    : undefined;
+  if (metrics) {
+    metrics.attach({
+      ...(tus ? { tus: tus.counters } : {}),
+      ...(scan ? { scan } : {}),
+      ...(dedup ? { dedup } : {}),
+      ...(redis ? { redisUp: () => redis.status === 'ready' } : {}),
+      expiry: expiryCounters,
+      commits,
+      uploadsInProgress: () => guards.admission.state().active,
+      guards: guards.counters,
+      connections: cap.counters,
+    });
+  }
+  const server = createHttpServer(app, config, { onConnection: (socket) => cap.onConnection(socket) }, tls?.serverOptions);
+  tls?.attach(server);
+  const listener = await listen(server, config);
+  let acme: AcmeManager | undefined;
+  try {
+    acme = tls && config.ACMEEnabled ? await startAcme(config, logger, tls, options.acme) : undefined;
+  } catch (err) {
+    // The challenge port is taken or privileged: stop what this start opened for TLS, then fail.
+    await listener.close(0);
+    tls?.close();
+    throw err;
+  }
   // An accept that fails (no descriptors left) is reported on the server; unheard, it would end the process.
   listener.server.on('error', (err: NodeJS.ErrnoException) => logger.error('server.accept_failed', { cause: err.code ?? err.message }));
   logger.info('server.listening', {
@@ -143,6 +199,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
     ...(tus ? { tus: config.TusPath } : {}),
     encryption: keys.current?.id ?? 'off',
     scanning: config.ClamAVEnabled ? config.ClamAVSocket : 'off',
+    metrics: operators?.address ?? 'off',
   });
   if (keys.current?.method === 'xor') logger.warn('encryption.weak', { method: 'xor', note: 'XOR is obfuscation for compatibility, not encryption: use AESEnabled' });
   return {
@@ -153,12 +210,19 @@ export async function startServer(config: Config, logger: Logger, options: Start
     ...(dedup ? { dedup } : {}),
     expiry: { sweep: expire, counters: expiryCounters },
     guards,
+    ...(operators ? { metricsAddress: operators.address } : {}),
+    ...(metrics ? { metrics } : {}),
+    ...(tls ? { tls } : {}),
+    ...(acme ? { acme } : {}),
     close: async (graceMs) => {
+      await acme?.close();
+      tls?.close();
       tus?.stop();
       scan?.stop();
       clearInterval(sweeper);
       clearInterval(expirer);
       await listener.close(graceMs);
+      await operators?.close();
       await guards.close();
       await deduplication?.close();
       redis?.disconnect();

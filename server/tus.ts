@@ -6,6 +6,7 @@ import type { Request, Router } from 'express';
 import { toHttp } from './errors.js';
 import type { Admission } from './admission.js';
 import { requestPath } from '../middleware/request-info.js';
+import { note } from '../middleware/request-notes.js';
 import { MemoryLocker, Server as TusServer, EVENTS } from '@tus/server';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
@@ -46,6 +47,7 @@ async function answerTusError(req: TusRequest, err: unknown, deps: { logger: Log
   const { logger } = deps;
   const error = toHttp(err);
   const node = req.runtime?.node;
+  if (node) note(node.req, { code: error.code });
   // A creation that fails after its upload was made (creation-with-upload on a full disk, a body that broke
   // off) answers without Location: nobody can resume that upload, so it must not hold its bytes until expiry.
   const orphan = node ? deps.created.get(node.req) : undefined;
@@ -55,7 +57,7 @@ async function answerTusError(req: TusRequest, err: unknown, deps: { logger: Log
     const cause = error.cause ?? err;
     logger.error('request.failed', { ...fields, code: error.code, cause: cause instanceof Error ? (cause.stack ?? cause.message) : String(cause) });
   } else {
-    logger.debug('request.rejected', { ...fields, code: error.code });
+    logger.info('request.rejected', { ...fields, code: error.code });
   }
   if (node?.res && !node.res.headersSent) {
     for (const [name, value] of Object.entries(error.headers)) node.res.setHeader(name, value);
@@ -111,7 +113,11 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
   tus.on(EVENTS.POST_FINISH, () => (counters.finished += 1));
   tus.on(EVENTS.POST_TERMINATE, () => (counters.terminated += 1));
 
-  const sweep = (now?: number) => sweepTusUploads(store, config.TusUploadExpiry, logger, now);
+  const sweep = async (now?: number) => {
+    const removed = await sweepTusUploads(store, config.TusUploadExpiry, logger, now);
+    counters.expired += removed;
+    return removed;
+  };
   const interval = config.TusUploadExpiry > 0 ? Math.min(config.TusUploadExpiry, 3_600_000) : 0;
   const timer = interval > 0 ? setInterval(() => void sweep(), interval).unref() : undefined;
 

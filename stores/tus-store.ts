@@ -38,10 +38,12 @@ export interface TusCounters {
   created: number;
   finished: number;
   terminated: number;
+  /** Unfinished uploads removed by the sweep once TusUploadExpiry passed. */
+  expired: number;
 }
 
 export function newTusCounters(): TusCounters {
-  return { bytesReceived: 0, created: 0, finished: 0, terminated: 0 };
+  return { bytesReceived: 0, created: 0, finished: 0, terminated: 0, expired: 0 };
 }
 
 /** tus checksum extension: the algorithms a client may name in Upload-Checksum. */

@@ -2,7 +2,7 @@
 // folder, so a test can squeeze what only a whole process has (its descriptor limit, via prlimit) and
 // watch it survive.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +21,8 @@ export interface ChildServerOptions {
   startTimeoutMs?: number;
 }
 
+type Exit = { code: number | null; signal: NodeJS.Signals | null };
+
 export interface ChildServer {
   pid: number;
   /** http://127.0.0.1:PORT */
@@ -28,12 +30,19 @@ export interface ChildServer {
   dir: string;
   /** The config.toml it was started with (rewrite it and send SIGHUP to reload the IP lists). */
   configFile: string;
+  /** Its StoreDir: below dir (removed by stop()), or the caller's own if config gave one (kept). */
   storeDir: string;
+  /** Where it logs: config's LogFile made absolute (relative to dir, as the config loader does), if set. */
+  logFile: string | undefined;
   secret: string;
   stdout: string[];
   stderr: string[];
   /** Set once the process has exited. */
-  exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  exit: Exit | undefined;
+  /** Resolves with the exit once the process has exited; rejects after timeoutMs. */
+  waitForExit(timeoutMs?: number): Promise<Exit>;
+  /** Its log lines so far: standard output, or LogFile when one is set. */
+  logLines(): Promise<string[]>;
   /** The process exists (signal 0 reaches it) and has not exited. */
   alive(): boolean;
   /** The descriptor numbers the process holds now. */
@@ -64,7 +73,8 @@ function collectLines(stream: NodeJS.ReadableStream, into: string[]): void {
 
 export async function startChildServer(options: ChildServerOptions = {}): Promise<ChildServer> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'hfs-child-'));
-  const storeDir = path.join(dir, 'store');
+  const storeDir = typeof options.config?.StoreDir === 'string' ? options.config.StoreDir : path.join(dir, 'store');
+  const logFile = typeof options.config?.LogFile === 'string' && options.config.LogFile !== '' ? path.resolve(dir, options.config.LogFile) : undefined;
   const port = await freePort();
   const secret = `child-secret-${port}`;
   const configFile = path.join(dir, 'config.toml');
@@ -78,7 +88,7 @@ export async function startChildServer(options: ChildServerOptions = {}): Promis
   const stderr: string[] = [];
   collectLines(child.stdout!, stdout);
   collectLines(child.stderr!, stderr);
-  let exit: ChildServer['exit'];
+  let exit: Exit | undefined;
   const exited = new Promise<void>((resolve) =>
     child.once('exit', (code, signal) => {
       exit = { code, signal };
@@ -93,11 +103,29 @@ export async function startChildServer(options: ChildServerOptions = {}): Promis
     dir,
     configFile,
     storeDir,
+    logFile,
     secret,
     stdout,
     stderr,
     get exit() {
       return exit;
+    },
+    async waitForExit(timeoutMs = 20_000) {
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(() => reject(new Error(`the server did not exit within ${timeoutMs} ms`)), timeoutMs);
+      });
+      try {
+        await Promise.race([exited, timeout]);
+      } finally {
+        clearTimeout(timer);
+      }
+      return exit!;
+    },
+    async logLines() {
+      if (logFile === undefined) return [...stdout];
+      const text = await readFile(logFile, 'utf8').catch(() => '');
+      return text.split('\n').filter(Boolean);
     },
     alive() {
       if (exit !== undefined) return false;
@@ -129,7 +157,9 @@ export async function startChildServer(options: ChildServerOptions = {}): Promis
   };
 
   const deadline = Date.now() + (options.startTimeoutMs ?? 20_000);
-  while (!stdout.some((line) => / info server\.listening /.test(line))) {
+  // The text line (` info server.listening `) or the JSON one (LogFormat = "json").
+  const listening = (line: string) => / info server\.listening /.test(line) || line.includes('"event":"server.listening"');
+  while (!(await server.logLines()).some(listening)) {
     if (exit !== undefined || Date.now() > deadline) {
       await server.stop();
       throw new Error(`the server did not start (${exit ? `exit ${exit.code ?? exit.signal}` : 'timeout'}):\n${[...stdout, ...stderr].slice(-20).join('\n')}`);

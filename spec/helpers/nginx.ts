@@ -1,6 +1,7 @@
-// Debian's nginx running the shipped nginx/hmac-file-server.conf from a private prefix on loopback, with only
-// the upstream port, the listen port, the certificate paths and the access_log path (format hmac_file_server)
-// replaced, so that a test can also follow that log, rotate it and have nginx reopen it.
+// Debian's nginx running the shipped nginx/hmac-file-server.conf (or another shipped file, such as the unix
+// socket variant nginx/hmac-file-server-unix.conf) from a private prefix on loopback, with only the upstream
+// (port or socket path), the listen port, the certificate paths and the access_log path (format
+// hmac_file_server) replaced, so that a test can also follow that log, rotate it and have nginx reopen it.
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -10,7 +11,10 @@ import { ensureDebianPackages } from './debian-packages.js';
 import { acceptsConnections, freePort, startDaemon, type Daemon } from './local-daemon.js';
 
 const run = promisify(execFile);
-const SHIPPED = path.resolve(import.meta.dirname, '../../nginx/hmac-file-server.conf');
+const NGINX_DIR = path.resolve(import.meta.dirname, '../../nginx');
+/** The upstream lines of the shipped files, as the test replaces them. */
+const TCP_UPSTREAM = 'server 127.0.0.1:8080;';
+const UNIX_UPSTREAM = 'server unix:/run/hmac-file-server/hmac-file-server.sock;';
 const ACCESS_LOG = /access_log\s+\S+\s+hmac_file_server;/;
 
 export interface RunningNginx {
@@ -28,9 +32,20 @@ export interface RunningNginx {
 export interface NginxOptions {
   /** Changes to this test's copy of the site (after the replacements), e.g. a smaller client_max_body_size. */
   edit?: (site: string) => string;
+  /** A file of nginx/ other than hmac-file-server.conf, e.g. 'hmac-file-server-unix.conf'. */
+  shipped?: string;
 }
 
-export async function startNginx(upstreamPort: number, options: NginxOptions = {}): Promise<RunningNginx> {
+/** The upstream the shipped site's `server …;` line is pointed at: a loopback port, or a unix socket path. */
+export type Upstream = number | { socket: string };
+
+function replaceUpstream(shipped: string, file: string, upstream: Upstream): string {
+  const [line, replacement] = typeof upstream === 'number' ? [TCP_UPSTREAM, `server 127.0.0.1:${upstream};`] : [UNIX_UPSTREAM, `server unix:${upstream.socket};`];
+  if (!shipped.includes(line)) throw new Error(`nginx/${file} has no "${line}" line to point at the test's upstream`);
+  return shipped.replace(line, replacement);
+}
+
+export async function startNginx(upstream: Upstream, options: NginxOptions = {}): Promise<RunningNginx> {
   await ensureDebianPackages({ nginx: 'nginx-light', openssl: 'openssl' });
   const dir = await mkdtemp(path.join(os.tmpdir(), 'hfs-nginx-'));
   let daemon: Daemon | undefined;
@@ -41,10 +56,10 @@ export async function startNginx(upstreamPort: number, options: NginxOptions = {
     await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=files.example.org', '-keyout', key, '-out', cert]);
     const port = await freePort();
     const accessLog = path.join(dir, 'hmac-file-server.access.log');
-    const shipped = await readFile(SHIPPED, 'utf8');
-    if (!ACCESS_LOG.test(shipped)) throw new Error('nginx/hmac-file-server.conf has no "access_log … hmac_file_server;" line');
-    const replaced = shipped
-      .replace('server 127.0.0.1:8080;', `server 127.0.0.1:${upstreamPort};`)
+    const file = options.shipped ?? 'hmac-file-server.conf';
+    const shipped = await readFile(path.join(NGINX_DIR, file), 'utf8');
+    if (!ACCESS_LOG.test(shipped)) throw new Error(`nginx/${file} has no "access_log … hmac_file_server;" line`);
+    const replaced = replaceUpstream(shipped, file, upstream)
       .replace('listen 443 ssl;', `listen 127.0.0.1:${port} ssl;`)
       .replace('listen [::]:443 ssl;', '')
       .replace(/ssl_certificate\s+\S+;/, `ssl_certificate ${cert};`)

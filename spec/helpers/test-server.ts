@@ -3,12 +3,10 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
-import winston from 'winston';
 import { buildConfig, type Config } from '../../server/config.js';
 import type { ConfigInput } from '../../server/config-schema.js';
-import { lineFormat } from '../../server/logger.js';
-import { startServer, type RunningServer } from '../../server/run.js';
+import { memoryLogger } from './memory-logger.js';
+import { startServer, type RunningServer, type StartOptions } from '../../server/run.js';
 
 export const TEST_SECRET = 'test-secret';
 
@@ -26,10 +24,8 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-export interface TestServerOptions {
-  /** A config file the server re-reads its IP lists from (as the CLI does with --config). */
-  configFile?: string;
-}
+/** What the CLI passes too (configFile), and the faster timings of the TLS and ACME tests. */
+export type TestServerOptions = StartOptions;
 
 /** A StoreDir given in overrides is the caller's (a restart on the same files) and is kept on close. */
 export async function startTestServer(overrides: Partial<ConfigInput> = {}, options: TestServerOptions = {}): Promise<TestServer> {
@@ -43,34 +39,17 @@ export async function startTestServer(overrides: Partial<ConfigInput> = {}, opti
     if (ownStore) await rm(storeDir, { recursive: true, force: true });
     throw err;
   }
-  const logs: string[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      logs.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-      callback();
-    },
-  });
-  const logger = winston.createLogger({
-    level: config.LogLevel,
-    format: winston.format.combine(winston.format.timestamp(), lineFormat),
-    transports: [new winston.transports.Stream({ stream: sink })],
-  });
-  const running = await startServer(config, logger, options.configFile !== undefined ? { configFile: options.configFile } : {});
+  const memory = memoryLogger(config.LogLevel);
+  const { logger } = memory;
+  const running = await startServer(config, logger, options);
   return {
     url: running.address,
     uploadUrl: `${running.address}/${config.UploadSubDir}`,
     config,
     storeDir,
     running,
-    logs,
-    waitForLog: async (pattern, timeoutMs = 2000) => {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const line = logs.find((l) => pattern.test(l));
-        if (line !== undefined || Date.now() > deadline) return line;
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    },
+    logs: memory.lines,
+    waitForLog: (pattern, timeoutMs) => memory.waitFor(pattern, timeoutMs),
     close: async () => {
       await running.close(0);
       logger.close();
