@@ -9,7 +9,7 @@ import { Metadata, Uid, Upload } from '@tus/utils';
 import { httpError, toHttp } from '../server/errors.js';
 import type { Grant } from '../middleware/upload-grant.js';
 import { UPLOAD_ID, type CountingFileStore } from '../stores/tus-store.js';
-import { OWNER_KEY, PARTIAL_KEY, TusHookError, type createTusHooks } from './tus-hooks.js';
+import { CONCAT_KEY, OWNER_KEY, PARTIAL_KEY, TusHookError, type createTusHooks } from './tus-hooks.js';
 
 export interface ConcatDeps {
   store: CountingFileStore;
@@ -24,10 +24,15 @@ export interface ConcatResult {
   headers: Record<string, string>;
 }
 
-function partialIds(header: string, tusPath: string): string[] {
+/** The partial upload URLs of an "Upload-Concat: final;<url> <url> …" header, as the client named them. */
+function partialUrls(header: string): string[] {
   const match = /^final;(.+)$/.exec(header.trim());
   if (!match) throw httpError('E_BAD_REQUEST', { message: 'Invalid Upload-Concat' });
-  return match[1]!.trim().split(/\s+/).map((url) => {
+  return match[1]!.trim().split(/\s+/);
+}
+
+function partialIds(urls: string[], tusPath: string): string[] {
+  return urls.map((url) => {
     let pathname: string;
     try {
       pathname = new URL(url, 'http://upload.invalid').pathname;
@@ -41,7 +46,13 @@ function partialIds(header: string, tusPath: string): string[] {
 }
 
 export async function concatenateFinal(deps: ConcatDeps, req: IncomingMessage, grant: Grant, concatHeader: string, metadataHeader: string | undefined): Promise<ConcatResult> {
-  const ids = partialIds(concatHeader, deps.tusPath);
+  // tus 1.0.0, Concatenation: "The Client MUST NOT include the Upload-Length header in the final upload creation."
+  if (req.headers['upload-length'] !== undefined) throw httpError('E_BAD_REQUEST', { message: 'Upload-Length must not be sent with Upload-Concat: final' });
+  const urls = partialUrls(concatHeader);
+  const ids = partialIds(urls, deps.tusPath);
+  // "Response to HEAD request against partial or final upload MUST include the Upload-Concat header and its
+  // value as received in the upload creation request."
+  const concat = `final;${urls.join(' ')}`;
   const parts: Array<{ id: string; size: number }> = [];
   for (const id of ids) {
     const record = await deps.store.configstore.get(id);
@@ -65,7 +76,7 @@ export async function concatenateFinal(deps: ConcatDeps, req: IncomingMessage, g
   const tusReq = { runtime: { node: { req } } };
   const upload = new Upload({ id: Uid.rand(), size: total, offset: 0, metadata });
   try {
-    upload.metadata = (await deps.hooks.onUploadCreate(tusReq, upload)).metadata;
+    upload.metadata = { ...(await deps.hooks.onUploadCreate(tusReq, upload)).metadata, [CONCAT_KEY]: concat };
     await deps.store.create(upload);
     // Each partial is decrypted with its own IV; the final upload's write encrypts with its own.
     const store = deps.store;
@@ -79,7 +90,7 @@ export async function concatenateFinal(deps: ConcatDeps, req: IncomingMessage, g
     const { headers } = await deps.hooks.onUploadFinish(tusReq, written);
     // "The Server MAY delete partial uploads after concatenation."
     await Promise.all(ids.map((id) => deps.store.remove(id).catch(() => undefined)));
-    return { id: upload.id, headers };
+    return { id: upload.id, headers: { ...headers, 'Upload-Concat': concat } };
   } catch (err) {
     await deps.store.remove(upload.id).catch(() => undefined);
     throw err instanceof TusHookError ? toHttp(err.cause) : err;

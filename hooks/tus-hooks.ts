@@ -25,6 +25,31 @@ export const TARGET_KEY = 'hfs_target';
 export const COMMITTED_KEY = 'hfs_committed';
 /** A part of a parallel upload (Upload-Concat: partial): never committed on its own. */
 export const PARTIAL_KEY = 'hfs_partial';
+/** A final upload (Upload-Concat: final;…): the header's value, normalised, echoed on every HEAD. */
+export const CONCAT_KEY = 'hfs_concat';
+
+/** A few common types, for naming an upload that came without a filename: "<id>" plus this extension. */
+const EXTENSIONS: Readonly<Record<string, string>> = {
+  'image/png': '.png',
+  'image/jpeg': '.jpg',
+  'image/gif': '.gif',
+  'image/webp': '.webp',
+  'image/heic': '.heic',
+  'video/mp4': '.mp4',
+  'video/webm': '.webm',
+  'audio/mpeg': '.mp3',
+  'audio/ogg': '.ogg',
+  'audio/mp4': '.m4a',
+  'text/plain': '.txt',
+  'application/pdf': '.pdf',
+  'application/zip': '.zip',
+};
+
+/** The name of an upload without a filename: its id, plus the extension of its filetype when it is a common one. */
+export function derivedName(id: string, type: string | null | undefined): string {
+  const essence = type?.split(';')[0]?.trim().toLowerCase();
+  return `${id}${(essence !== undefined && Object.hasOwn(EXTENSIONS, essence) ? EXTENSIONS[essence] : undefined) ?? ''}`;
+}
 
 /** The parts of a tus (srvx) request the hooks need: the Node request and response under it. */
 export interface TusRequest {
@@ -91,13 +116,24 @@ export function createTusHooks(deps: TusHookDeps) {
         const ours = { [OWNER_KEY]: grant.subject, ...(encryption ? { [KEY_ID_KEY]: encryption.stored.keyId, [IV_KEY]: encryption.stored.iv } : {}) };
         // A partial has no name of its own: the final upload that concatenates it is checked like any other.
         if (node && deps.partials.has(node)) return Promise.resolve({ metadata: { ...client, ...ours, [PARTIAL_KEY]: '1' } });
-        const filename = client.filename ?? client.name;
-        if (!filename) throw httpError('E_BAD_REQUEST', { message: 'Upload-Metadata needs a filename' });
+        // tus 1.0.0, Creation: "The Client MAY supply the Upload-Metadata header [...] The Server MAY decide to
+        // ignore or use this information". Without a filename the upload is named after its id.
+        const given = client.filename || client.name || undefined;
+        const filename = given ?? derivedName(upload.id, type);
         if (filename.includes('/')) throw httpError('E_BAD_PATH');
-        if (grant.filename !== undefined && grant.filename !== filename) throw httpError('E_SLOT_MISMATCH', { message: 'File name not allowed by this grant' });
+        if (grant.filename !== undefined && grant.filename !== given) throw httpError('E_SLOT_MISMATCH', { message: 'File name not allowed by this grant' });
         // claim(): a grant's prefix cannot reach into a tenant nested below UploadSubDir.
         const target = deps.layout.claim(`${grant.prefix !== undefined ? `${grant.prefix}/` : ''}${upload.id}/${filename}`);
-        checkExtension(deps.allowedExtensions, target);
+        if (given !== undefined) {
+          checkExtension(deps.allowedExtensions, target);
+        } else {
+          try {
+            checkExtension(deps.allowedExtensions, target);
+          } catch {
+            // Refused at creation (not after the last byte): the client can send a filename and try again.
+            throw httpError('E_BAD_REQUEST', { message: 'Upload-Metadata has no filename, and its filetype gives no allowed extension' });
+          }
+        }
         return Promise.resolve({ metadata: { ...client, ...ours, [TARGET_KEY]: target } });
       } catch (err) {
         return Promise.reject(new TusHookError(err));
@@ -105,6 +141,10 @@ export function createTusHooks(deps: TusHookDeps) {
     },
 
     async onUploadFinish(req: TusRequest, finished: Upload): Promise<{ headers: Record<string, string> }> {
+      // "The Upload-Expires response header indicates the time after which the unfinished upload expires": the
+      // router set it for this PATCH while the upload was unfinished.
+      const res = req.runtime?.node?.res;
+      if (res && !res.headersSent) res.removeHeader('Upload-Expires');
       // The library hands over what it shows clients (store.getUpload); our keys are in the record.
       const record = await deps.store.configstore.get(finished.id);
       if (record?.metadata?.[PARTIAL_KEY]) return { headers: {} };

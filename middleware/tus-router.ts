@@ -4,14 +4,19 @@
 // served by our own download handler (the library's GET can crash the process on an early hang-up).
 import type { AsyncLocalStorage } from 'node:async_hooks';
 import type { IncomingMessage } from 'node:http';
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
 import { Router, type Request, type RequestHandler } from 'express';
 import type { Server as TusServer } from '@tus/server';
 import type { FileStore } from '@tus/file-store';
+import type { Locker, Upload } from '@tus/utils';
 import { httpError } from '../server/errors.js';
 import type { Logger } from '../server/logger.js';
-import { logRefusal, requestPath } from './request-info.js';
-import { COMMITTED_KEY, OWNER_KEY, TARGET_KEY } from '../hooks/tus-hooks.js';
+import { clientIp, logRefusal, requestPath } from './request-info.js';
+import { COMMITTED_KEY, CONCAT_KEY, OWNER_KEY, PARTIAL_KEY, TARGET_KEY } from '../hooks/tus-hooks.js';
 import type { CommittedFiles } from '../stores/committed-files.js';
+import type { FileLayout } from '../stores/file-layout.js';
+import { removeAllVersions, type ReleaseBlob } from '../stores/versions.js';
 import type { ConcatResult } from '../hooks/tus-concat.js';
 import { CHECKSUM_ALGORITHMS, UPLOAD_ID, type ChecksumAlgorithm, type ExpectedChecksum } from '../stores/tus-store.js';
 import { sendDownload } from './download.js';
@@ -22,7 +27,7 @@ import { grantTokenOf, verifyGrant, type Grant } from './upload-grant.js';
 
 export const TUS_VERSION = '1.0.0';
 const OVERRIDABLE = new Set(['PATCH', 'DELETE', 'HEAD', 'GET', 'OPTIONS']);
-export const EXPOSED = ['Upload-Offset', 'Upload-Length', 'Upload-Metadata', 'Upload-Expires', 'Upload-Defer-Length', 'Tus-Version', 'Tus-Resumable', 'Tus-Max-Size', 'Tus-Extension', 'Location', 'X-Download-URL'];
+export const EXPOSED = ['Upload-Offset', 'Upload-Length', 'Upload-Metadata', 'Upload-Expires', 'Upload-Defer-Length', 'Upload-Concat', 'Tus-Version', 'Tus-Resumable', 'Tus-Max-Size', 'Tus-Extension', 'Location', 'X-Download-URL'];
 
 export interface TusRouterDeps {
   tus: TusServer;
@@ -39,6 +44,14 @@ export interface TusRouterDeps {
   /** NumWorkers and UploadQueueSize: a PATCH or creation-with-upload body is read only once admitted. */
   admission: Admission;
   concatenate(req: IncomingMessage, grant: Grant, concatHeader: string, metadataHeader: string | undefined): Promise<ConcatResult>;
+  /** The library's locker: a DELETE of a finished upload takes the same lock as its PATCHes and its commit. */
+  locker: Locker;
+  /** The upload tree the committed files live in (for their versions). */
+  layout: FileLayout;
+  /** Deduplication: told when a removed version shared a blob (CommittedFiles tells it for the file itself). */
+  release: ReleaseBlob | undefined;
+  /** Counts a termination the router does itself (the library counts its own). */
+  terminated(): void;
 }
 
 /** Removes a request header before the library sees it (it reads rawHeaders as well as headers). */
@@ -97,6 +110,43 @@ export function tusRouter(deps: TusRouterDeps): Router {
     return check.grant;
   };
 
+  /** Upload-Expires of an unfinished upload (RFC 7231 date), or undefined when it is finished or never expires. */
+  const expiresOf = async (id: string, record: Upload): Promise<string | undefined> => {
+    const expiration = deps.store.getExpiration();
+    if (expiration <= 0 || !record.creation_date || record.metadata?.[COMMITTED_KEY]) return undefined;
+    if (record.size !== undefined) {
+      const received = await stat(path.join(deps.store.directory, id)).then((s) => s.size, () => undefined);
+      if (received === record.size) return undefined;
+    }
+    return new Date(Date.parse(record.creation_date) + expiration).toUTCString();
+  };
+
+  /**
+   * tus 1.0.0, Termination: "When receiving a DELETE request for an existing upload the Server SHOULD free
+   * associated resources and MUST respond with the 204 No Content status". A finished upload (committed, or a
+   * finished partial) is removed here, never by the library, whose disableTerminationForFinishedUploads keeps
+   * it from touching committed files: the committed file goes the way of a legacy DELETE (its versions and
+   * dedup references too), then the tus record and the staging link.
+   */
+  const terminateFinished = async (req: Request, id: string): Promise<void> => {
+    const lock = deps.locker.newLock(id);
+    await lock.lock(new AbortController().signal, () => undefined);
+    try {
+      const record = await deps.store.configstore.get(id);
+      if (!record) throw httpError('E_NOT_FOUND');
+      const target = record.metadata?.[TARGET_KEY];
+      if (record.metadata?.[COMMITTED_KEY] && target) {
+        await deps.files.remove(target);
+        await removeAllVersions(deps.layout, target, deps.release);
+        deps.logger.info('upload.deleted', { path: target, via: 'tus', client: clientIp(req) });
+      }
+      await deps.store.remove(id).catch(() => deps.store.configstore.delete(id));
+    } finally {
+      await lock.unlock();
+    }
+    deps.terminated();
+  };
+
   const gate: RequestHandler = async (req, res, next) => {
     if (req.method === 'OPTIONS') return next();
     const id = idOf(req);
@@ -121,8 +171,31 @@ export function tusRouter(deps: TusRouterDeps): Router {
       logRefusal(deps.logger, req, 'grant_other_subject');
       throw httpError('E_FORBIDDEN');
     }
+    // "For all future requests to this URL, the Server SHOULD respond with the 404 Not Found or 410 Gone status."
+    if (req.method === 'DELETE' && (metadata[COMMITTED_KEY] || metadata[PARTIAL_KEY])) {
+      await terminateFinished(req, id);
+      res.status(204).set('Tus-Resumable', TUS_VERSION).end();
+      return;
+    }
+    // tus 1.0.0, Concatenation: "The Server MUST respond with the 403 Forbidden status to PATCH requests against
+    // a final upload URL and MUST NOT modify the final or its partial uploads."
+    if (req.method === 'PATCH' && metadata[CONCAT_KEY]) throw httpError('E_FORBIDDEN', { message: 'A final upload cannot be patched' });
     // The staging file of a committed upload is a link to the served file: it must never be written again.
     if (req.method === 'PATCH' && metadata[COMMITTED_KEY]) throw httpError('E_EXISTS', { message: 'Upload already finished' });
+    // tus 1.0.0, Expiration: "The Client SHOULD use this header to determine if an upload is still valid before
+    // attempting to resume the upload", and it resumes with a HEAD; "This header MUST be included in every PATCH
+    // response if the upload is going to expire" (refusals too). The library merges what we set here into its
+    // answer; the finish hook takes it off the PATCH that completes the upload.
+    if ((req.method === 'HEAD' || req.method === 'PATCH') && record) {
+      const expires = await expiresOf(id, record);
+      if (expires !== undefined) res.setHeader('Upload-Expires', expires);
+    }
+    // "Response to HEAD request against partial or final upload MUST include the Upload-Concat header and its
+    // value as received in the upload creation request."
+    if (req.method === 'HEAD') {
+      const concatValue = metadata[PARTIAL_KEY] ? 'partial' : metadata[CONCAT_KEY];
+      if (concatValue) res.setHeader('Upload-Concat', concatValue);
+    }
     // tus 1.0.0: a body (PATCH, or creation-with-upload) "MUST" be application/offset+octet-stream.
     const hasBody = req.method === 'PATCH' || (req.method === 'POST' && Number(req.get('Content-Length') ?? 0) > 0);
     if (hasBody && req.get('Content-Type')?.split(';')[0]?.trim().toLowerCase() !== 'application/offset+octet-stream') {
@@ -134,6 +207,9 @@ export function tusRouter(deps: TusRouterDeps): Router {
         // The library would answer 501 to the header; the hooks know the upload is a partial from here.
         deps.partials.add(req);
         dropHeader(req, 'upload-concat');
+        // "The Upload-Concat request and response header MUST be set in both partial and final upload creation
+        // requests." The library merges what we set here into its answer.
+        res.setHeader('Upload-Concat', 'partial');
       } else {
         const result = await deps.concatenate(req, grant, concat, req.get('Upload-Metadata'));
         res.status(201).set({ ...result.headers, Location: `${deps.tusPath}${result.id}`, 'Tus-Resumable': TUS_VERSION }).end();

@@ -103,7 +103,7 @@ export function createApp({ config, logger, tenants, keys, scan, dedup, cap, gua
   let tus: TusDoor | undefined;
   const defaultTenant = tenants.find((t) => t.tenant.prefix === config.UploadSubDir);
   if ((config.ResumableUploadsEnabled || config.ChunkedUploadsEnabled) && defaultTenant) {
-    tus = createTusDoor({ config, logger, keys, layout: defaultTenant.layout, files: new CommittedFiles(defaultTenant.layout, keys, release), commitUpload, admission: guards.admission });
+    tus = createTusDoor({ config, logger, keys, layout: defaultTenant.layout, files: new CommittedFiles(defaultTenant.layout, keys, release), release, commitUpload, admission: guards.admission });
     app.use(config.TusPath.slice(0, -1), tus.router);
   }
   app.use(

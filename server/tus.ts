@@ -18,6 +18,7 @@ import { grantKey, type Grant } from '../middleware/upload-grant.js';
 import type { CommittedFiles } from '../stores/committed-files.js';
 import type { FileLayout } from '../stores/file-layout.js';
 import type { KeyRing } from '../stores/key-ring.js';
+import type { ReleaseBlob } from '../stores/versions.js';
 import { CountingFileStore, newTusCounters, sweepTusUploads, type ExpectedChecksum, type TusCounters } from '../stores/tus-store.js';
 
 export interface TusDoor {
@@ -36,6 +37,8 @@ export interface TusDoorDeps {
   files: CommittedFiles;
   commitUpload: CommitUpload;
   admission: Admission;
+  /** Deduplication: told when a version removed by a tus DELETE shared a blob. */
+  release?: ReleaseBlob;
 }
 
 /**
@@ -60,6 +63,8 @@ async function answerTusError(req: TusRequest, err: unknown, deps: { logger: Log
     logger.info('request.rejected', { ...fields, code: error.code });
   }
   if (node?.res && !node.res.headersSent) {
+    // Set by the router for a creation's answer; a refused creation made no partial upload.
+    if (node.req.method === 'POST') node.res.removeHeader('Upload-Concat');
     for (const [name, value] of Object.entries(error.headers)) node.res.setHeader(name, value);
     // An unread body must not be taken for the next request on this connection.
     if (!node.req.complete) node.res.setHeader('Connection', 'close');
@@ -67,7 +72,7 @@ async function answerTusError(req: TusRequest, err: unknown, deps: { logger: Log
   return { status_code: error.status, body: `${error.message}\n` };
 }
 
-export function createTusDoor({ config, logger, keys, layout, files, commitUpload, admission }: TusDoorDeps): TusDoor {
+export function createTusDoor({ config, logger, keys, layout, files, commitUpload, admission, release }: TusDoorDeps): TusDoor {
   const counters = newTusCounters();
   const checksums = new AsyncLocalStorage<ExpectedChecksum>();
   const store = new CountingFileStore(config.StoreDir, {
@@ -103,7 +108,7 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
     relativeLocation: true,
     disableTerminationForFinishedUploads: true,
     allowedHeaders: ['Authorization', 'X-HTTP-Method-Override'],
-    exposedHeaders: ['X-Download-URL'],
+    exposedHeaders: ['X-Download-URL', 'Upload-Expires'],
     maxSize: (req) => hooks.maxSize(req as TusRequest),
     onUploadCreate: (req, upload) => hooks.onUploadCreate(req as TusRequest, upload),
     onUploadFinish: (req, upload) => hooks.onUploadFinish(req as TusRequest, upload),
@@ -134,6 +139,10 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
       checksums,
       partials,
       admission,
+      locker,
+      layout,
+      release,
+      terminated: () => (counters.terminated += 1),
       concatenate: (req, grant, concatHeader, metadataHeader) =>
         concatenateFinal({ store, hooks, tusPath: config.TusPath, maxUploadSize: config.MaxUploadSize }, req, grant, concatHeader, metadataHeader),
     }),
