@@ -2,8 +2,7 @@
 // specific tenant prefix takes it. Routing on the raw path would let "/upload/a%2Eexample.org/…" reach the
 // default tenant and yet write into tenant a.example.org's tree with the default tenant's secret.
 import type { Request, RequestHandler, Router } from 'express';
-import { httpError } from '../server/errors.js';
-import type { FileLayout } from '../stores/file-layout.js';
+import { decodeUrlPath, type FileLayout } from '../stores/file-layout.js';
 import { note } from './request-notes.js';
 
 export interface LegacyDoorTenant {
@@ -23,12 +22,7 @@ export function slotPathOf(req: Request): string {
 /** tenants: longest prefix first. */
 export function legacyDoor(tenants: readonly LegacyDoorTenant[]): RequestHandler {
   return (req, res, next) => {
-    let decoded: string;
-    try {
-      decoded = decodeURIComponent(req.path).slice(1);
-    } catch {
-      throw httpError('E_BAD_PATH', { message: 'Invalid upload path: malformed percent-encoding' });
-    }
+    const decoded = decodeUrlPath(req.path).slice(1);
     for (const { layout, router } of tenants) {
       const { prefix } = layout;
       if (!decoded.startsWith(`${prefix}/`)) continue;

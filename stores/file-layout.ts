@@ -38,15 +38,18 @@ export function validateSlotPath(decoded: string): string {
   return decoded;
 }
 
-/** Decodes the URL path below the upload base once; a malformed escape is a 400. */
-export function decodeSlotPath(encoded: string): string {
-  let decoded: string;
+/** Percent-decodes a URL path exactly once (the legacy door routes on the result); a malformed escape is a 400. */
+export function decodeUrlPath(encoded: string): string {
   try {
-    decoded = decodeURIComponent(encoded);
+    return decodeURIComponent(encoded);
   } catch {
     throw httpError('E_BAD_PATH', { message: 'Invalid upload path: malformed percent-encoding' });
   }
-  return validateSlotPath(decoded);
+}
+
+/** What the legacy door does to the part of a URL below a tenant prefix: decode once, then validate. */
+export function decodeSlotPath(encoded: string): string {
+  return validateSlotPath(decodeUrlPath(encoded));
 }
 
 /** The layout of one tenant's tree; all tenants share StoreDir's staging and metadata folders. */
