@@ -18,7 +18,11 @@ function clockTicks(): number {
 }
 
 async function statusField(pid: number, field: 'VmRSS' | 'VmHWM'): Promise<number> {
-  const text = await readFile(`/proc/${pid}/status`, 'utf8');
+  const text = await readFile(`/proc/${pid}/status`, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    // A child that has exited holds no memory any more.
+    if (err.code === 'ENOENT' || err.code === 'ESRCH') return '';
+    throw err;
+  });
   const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text);
   return match ? Number(match[1]) * 1024 : 0;
 }
@@ -39,14 +43,23 @@ export async function hwmOf(pids: readonly number[]): Promise<number> {
 
 /** Resets VmHWM to the current RSS (clear_refs "5", Linux 4.0+). */
 export async function resetPeak(pids: readonly number[]): Promise<void> {
-  for (const pid of pids) await writeFile(`/proc/${pid}/clear_refs`, '5');
+  for (const pid of pids) {
+    await writeFile(`/proc/${pid}/clear_refs`, '5').catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT' && err.code !== 'ESRCH') throw err;
+    });
+  }
 }
 
 /** CPU seconds (user + system, every thread) used so far, summed over pids. */
 export async function cpuSecondsOf(pids: readonly number[]): Promise<number> {
   let total = 0;
   for (const pid of pids) {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // A child that exited since the pids were listed (an nginx helper process) has nothing more to count.
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' || err.code === 'ESRCH') return undefined;
+      throw err;
+    });
+    if (stat === undefined) continue;
     // The command name (field 2) may hold spaces and parentheses: count fields after its closing ")".
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     total += (Number(fields[11]) + Number(fields[12])) / clockTicks();
