@@ -68,9 +68,10 @@ export function request(url: string, method: string, options: RequestOptions = {
       },
     );
     req.on('timeout', () => req.destroy(new Error(`${method} ${target.pathname}: no progress for ${timeoutMs} ms`)));
-    req.on('error', (err) => {
+    req.on('error', (err: NodeJS.ErrnoException) => {
       if (options.body instanceof Readable) options.body.destroy();
-      reject(err);
+      // Name the request: "connect ECONNREFUSED" alone does not say which server went away.
+      reject(err.name === 'AbortError' ? err : new Error(`${method} ${target.host}${target.pathname}: ${err.message}`, { cause: err }));
     });
     if (options.body instanceof Readable) options.body.pipe(req);
     else req.end(options.body);

@@ -98,12 +98,17 @@ export async function samplePeak(pids: readonly number[], intervalMs: number): P
       .catch(() => undefined)
       .finally(() => (busy = false));
   }, intervalMs);
+  // Never what keeps the bench running; stop() may be called again (a finally after the result).
+  timer.unref();
+  let stopped: number | undefined;
   return {
     async stop() {
+      if (stopped !== undefined) return stopped;
       clearInterval(timer);
       const last = await rssOf(pids).catch(() => 0);
       peak = Math.max(peak, last);
       if (pids.length === 1) peak = Math.max(peak, await hwmOf(pids).catch(() => 0));
+      stopped = peak;
       return peak;
     },
   };

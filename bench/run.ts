@@ -12,10 +12,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startClamd, type RunningClamd } from '../spec/helpers/clamd.js';
-import { markdown, table, writeJson, type Report, type ScenarioResult } from './report.js';
+import { markdown, table, writeJson, type Report, type Row, type ScenarioResult } from './report.js';
 import { freeBytes, profileFor, SCENARIOS, type Scenario } from './scenarios.js';
 import { GiB } from './stats.js';
-import { BENCH_CONFIG, buildServers, ensureNginxDav, REPO, stopEverything, type Build } from './targets.js';
+import { BENCH_CONFIG, buildServers, FEATURES_CONFIG, ensureNginxDav, REPO, reportTo, stopEverything, takeEvents, type Build } from './targets.js';
 
 const USAGE = `Usage: npm run bench -- [options]
   --quick           small sizes (4 MiB instead of 1 GiB, 20 instead of 200 uploads, 50 Range GETs), for CI
@@ -76,6 +76,7 @@ function options() {
 }
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
+reportTo(log);
 
 async function main(): Promise<number> {
   const opts = options();
@@ -120,7 +121,7 @@ async function main(): Promise<number> {
       notes.push('tsc reported type errors but emitted; see the log');
       log(`bench: tsc reported problems (it emitted anyway):\n${build.warnings}`);
     }
-    notes.push(`hmac-file-server config beyond its defaults: ${Object.entries(BENCH_CONFIG).map(([k, v]) => `${k} = ${v}`).join(', ')}, MaxUploadSize = 2GiB, LogFile in its temp folder`);
+    notes.push(`hmac-file-server config beyond its defaults: ${Object.entries(BENCH_CONFIG).map(([k, v]) => `${k} = ${v}`).join(', ')}, MaxUploadSize = 2GiB, LogFile in its temp folder; with AES+dedup+ClamAV also ${Object.entries(FEATURES_CONFIG).map(([k, v]) => `${k} = ${v}`).join(', ')}`);
     notes.push('nginx: 1 worker, sendfile on, tcp_nopush off, access_log on; bare @tus/server: @tus/file-store defaults, no logging');
     notes.push('every store, nginx root and temp path below one temp folder (one filesystem); the client (node:http) shares the machine');
 
@@ -133,6 +134,8 @@ async function main(): Promise<number> {
     results.push({ id: 'setup', title: 'setting up the targets', status: 'failed', seconds: 0, rows: [], message: (err as Error).message.split('\n')[0] ?? '' });
   } finally {
     await cleanup();
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
   }
 
   async function runScenario(scenario: Scenario): Promise<ScenarioResult> {
@@ -148,9 +151,11 @@ async function main(): Promise<number> {
     log(`bench: ${scenario.id}: ${scenario.title}`);
     const dir = await mkdtemp(path.join(root, `${scenario.id}-`));
     const scenarioNotes: string[] = [];
+    const emitted: Row[] = [];
     // One deadline for every request of the scenario: thousands of requests listen to it at once.
     const signal = AbortSignal.any([AbortSignal.timeout(profile.scenarioTimeoutMs), stopRequested.signal]);
     setMaxListeners(100_000, signal);
+    let result: ScenarioResult;
     try {
       const rows = await scenario.run({
         profile,
@@ -163,6 +168,7 @@ async function main(): Promise<number> {
           scenarioNotes.push(text);
           log(`  note: ${text}`);
         },
+        emit: (...rows) => emitted.push(...rows),
         clamdSocket: async () => {
           clamd ??= startClamd({ streamMaxLength: '1100M' });
           return (await clamd).socketPath;
@@ -170,17 +176,19 @@ async function main(): Promise<number> {
       });
       const seconds = (Date.now() - t0) / 1000;
       log(`bench: ${scenario.id} done in ${seconds.toFixed(1)} s`);
-      return { ...base, status: 'ok', seconds, rows, ...(scenarioNotes.length ? { notes: scenarioNotes } : {}) };
+      result = { ...base, status: 'ok', seconds, rows: [...emitted, ...rows] };
     } catch (err) {
       const seconds = (Date.now() - t0) / 1000;
       // Whatever broke once the deadline passed or a stop was asked for, that is the reason.
       const cause = signal.aborted ? (signal.reason as Error) : (err as Error);
       log(`bench: ${scenario.id} FAILED after ${seconds.toFixed(1)} s: ${cause.stack ?? String(cause)}`);
-      return { ...base, status: 'failed', seconds, rows: [], message: (cause.message ?? String(cause)).split('\n')[0]!, ...(scenarioNotes.length ? { notes: scenarioNotes } : {}) };
+      result = { ...base, status: 'failed', seconds, rows: emitted, message: (cause.message ?? String(cause)).split('\n')[0]! };
     } finally {
       await stopEverything();
       await rm(dir, { recursive: true, force: true });
     }
+    scenarioNotes.push(...takeEvents());
+    return scenarioNotes.length > 0 ? { ...result, notes: scenarioNotes } : result;
   }
 
   const report: Report = {
@@ -208,4 +216,5 @@ async function main(): Promise<number> {
   return results.some((r) => r.status === 'failed') ? 1 : 0;
 }
 
-process.exitCode = await main();
+// Explicitly: a handle some library left open must not keep a finished bench alive.
+process.exit(await main());

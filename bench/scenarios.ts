@@ -101,6 +101,8 @@ export interface Ctx {
   log(line: string): void;
   /** A message for the report (a size skipped, a count scaled down). */
   note(text: string): void;
+  /** Rows finished early: kept in the report even if a later part of the scenario fails. */
+  emit(...rows: Row[]): void;
   /** A real clamd (started on first use, shared by the scenarios): its socket path. */
   clamdSocket(): Promise<string>;
 }
@@ -230,12 +232,23 @@ async function checkFeatures(target: OursTarget, signal: AbortSignal): Promise<v
   await verifyUpload(door, a, payload, { signal });
 }
 
+/** A burst while the summed RSS of the door's processes is sampled: the burst and its peak resident bytes. */
+async function sampledBurst(door: Door, payloads: readonly Payload[], concurrency: number, prefix: string, ctx: Ctx): Promise<{ wallMs: number; uploads: Uploaded[]; peak: number }> {
+  const sampler = await samplePeak(door.pids(), ctx.profile.sampleMs);
+  try {
+    const result = await burst(door, payloads, concurrency, prefix, ctx.signal);
+    return { ...result, peak: await sampler.stop() };
+  } finally {
+    await sampler.stop();
+  }
+}
+
 /** count uploads through door, `concurrency` at once over keep-alive connections; the answer time of each. */
 async function burst(door: Door, payloads: readonly Payload[], concurrency: number, prefix: string, signal: AbortSignal): Promise<{ wallMs: number; uploads: Uploaded[] }> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
   try {
     const start = performance.now();
-    const uploads = await pool(payloads.length, concurrency, (i) => door.upload(`${prefix}/${i}.bin`, payloads[i]!, { agent, signal }), signal);
+    const uploads = await pool(payloads.length, concurrency, (i, stop) => door.upload(`${prefix}/${i}.bin`, payloads[i]!, { agent, signal: stop }), signal);
     return { wallMs: performance.now() - start, uploads };
   } finally {
     agent.destroy();
@@ -245,7 +258,7 @@ async function burst(door: Door, payloads: readonly Payload[], concurrency: numb
 async function verifyAll(door: Door, uploads: readonly Uploaded[], payloads: readonly Payload[], signal: AbortSignal): Promise<void> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
   try {
-    await pool(uploads.length, 4, (i) => verifyUpload(door, uploads[i]!, payloads[i]!, { agent, signal }), signal);
+    await pool(uploads.length, 4, (i, stop) => verifyUpload(door, uploads[i]!, payloads[i]!, { agent, signal: stop }), signal);
   } finally {
     agent.destroy();
   }
@@ -481,10 +494,10 @@ const rangeGets: Scenario = {
             const latencies = await pool(
               ranges,
               rangeConcurrency,
-              async (i) => {
+              async (i, stop) => {
                 const from = offsets[i]!;
                 const t = performance.now();
-                const answer = await request(d.url, 'GET', { headers: { Range: `bytes=${from}-${from + rangeSize - 1}` }, agent, signal: ctx.signal });
+                const answer = await request(d.url, 'GET', { headers: { Range: `bytes=${from}-${from + rangeSize - 1}` }, agent, signal: stop });
                 const ms = performance.now() - t;
                 if (answer.status !== 206 || !answer.body.equals(payload.bytes(from, from + rangeSize))) {
                   throw new VerifyError(`${d.label}: Range bytes=${from}-${from + rangeSize - 1} gave HTTP ${answer.status}, ${answer.body.length} bytes that ${answer.status === 206 ? 'differ from' : 'are not'} the bytes sent`);
@@ -517,7 +530,7 @@ const memory: Scenario = {
   title: 'Resident memory: idle after start, peak during 200 × 1 MiB uploads in flight, idle again (legacy vs nginx, tus vs bare @tus/server)',
   diskNeed: (p) => 4 * p.many * p.manySize,
   async run(ctx) {
-    const { many, manySize, settleMs, sampleMs } = ctx.profile;
+    const { many, manySize, settleMs } = ctx.profile;
     const pairs: Array<[string, Side, Side]> = [
       [`Memory, ${many} × ${sizeLabel(manySize)} PUT in flight`, oursLegacy(ctx), nginxDav(ctx)],
       [`Memory, ${many} × ${sizeLabel(manySize)} tus in flight`, oursTus(ctx, 0), bareTus(ctx, 0)],
@@ -535,9 +548,8 @@ const memory: Scenario = {
           const pids = started.door.pids();
           await sleep(settleMs);
           idle.get(side)!.push((await rssOf(pids)) / MiB);
-          const sampler = await samplePeak(pids, sampleMs);
-          const { uploads } = await burst(started.door, sent, many, `run-${r}`, ctx.signal);
-          peak.get(side)!.push((await sampler.stop()) / MiB);
+          const { uploads, peak: highest } = await sampledBurst(started.door, sent, many, `run-${r}`, ctx);
+          peak.get(side)!.push(highest / MiB);
           await sleep(settleMs);
           after.get(side)!.push((await rssOf(pids)) / MiB);
           await verifyAll(started.door, uploads, sent, ctx.signal);
@@ -566,7 +578,6 @@ const workSmall: Scenario = {
   async run(ctx) {
     const { levels, smallSize } = ctx.profile;
     const stops: Array<() => Promise<void>> = [];
-    const rows: Row[] = [];
     try {
       const off = await ours(ctx, false);
       stops.push(() => off.stop());
@@ -609,7 +620,7 @@ const workSmall: Scenario = {
         }
         const group = `${count} × ${sizeLabel(smallSize)} uploads, ${c} at once`;
         const m = (k: keyof typeof doors) => measured(labels[k], rate.get(k)!);
-        rows.push(
+        ctx.emit(
           row(group, 'uploads/s, legacy', 'uploads/s', 'higher', m('legacyOff'), m('nginx')),
           row(group, `uploads/s, legacy, ${FEATURES}`, 'uploads/s', 'higher', m('legacyOn'), m('nginx')),
           row(group, 'uploads/s, tus', 'uploads/s', 'higher', m('tusOff'), m('bare')),
@@ -619,7 +630,7 @@ const workSmall: Scenario = {
     } finally {
       for (const stop of stops.reverse()) await stop();
     }
-    return rows;
+    return [];
   },
 };
 
@@ -632,8 +643,7 @@ const workLarge: Scenario = {
   // Checked per file size below: the count is scaled to the free space.
   diskNeed: (p) => 2 * Math.min(...p.largeSizes) + DISK_RESERVE,
   async run(ctx) {
-    const { largeSizes, largeConcurrency, sampleMs } = ctx.profile;
-    const rows: Row[] = [];
+    const { largeSizes, largeConcurrency } = ctx.profile;
     for (const size of largeSizes) {
       const free = await freeBytes(ctx.dir);
       const fits = Math.floor((free - DISK_RESERVE) / (size * 1.05));
@@ -662,9 +672,8 @@ const workLarge: Scenario = {
           const started = await side.start();
           try {
             await syncAll();
-            const sampler = await samplePeak(started.door.pids(), sampleMs);
-            const { wallMs, uploads } = await burst(started.door, sent, count, `run-${r}`, ctx.signal);
-            peak.get(key)!.push((await sampler.stop()) / MiB);
+            const { wallMs, uploads, peak: highest } = await sampledBurst(started.door, sent, count, `run-${r}`, ctx);
+            peak.get(key)!.push(highest / MiB);
             speed.get(key)!.push(mibps(size * count, wallMs));
             await verifyAll(started.door, uploads, sent, ctx.signal);
             ctx.log(`  ${side.label}, ${count} × ${sizeLabel(size)}: peak ${peak.get(key)!.at(-1)!.toFixed(1)} MiB, ${speed.get(key)!.at(-1)!.toFixed(0)} MiB/s`);
@@ -676,7 +685,7 @@ const workLarge: Scenario = {
       const group = `${count} × ${sizeLabel(size)} uploads at once`;
       const m = (key: string) => measured(sides.find((s) => s.key === key)!.side.label, peak.get(key)!);
       const s = (key: string) => measured(sides.find((x) => x.key === key)!.side.label, speed.get(key)!);
-      rows.push(
+      ctx.emit(
         row(group, 'peak RSS, legacy', 'MiB', 'lower', m('legacyOff'), m('nginx'), note),
         row(group, `peak RSS, legacy, ${FEATURES}`, 'MiB', 'lower', m('legacyOn'), m('nginx'), note),
         row(group, 'peak RSS, tus', 'MiB', 'lower', m('tusOff'), m('bare'), note),
@@ -687,7 +696,7 @@ const workLarge: Scenario = {
         row(group, `MiB/s, tus, ${FEATURES}`, 'MiB/s', 'higher', s('tusOn'), s('bare')),
       );
     }
-    return rows;
+    return [];
   },
 };
 

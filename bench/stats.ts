@@ -1,4 +1,5 @@
 // Small numeric helpers for the bench: medians, percentiles, a seeded PRNG and a bounded task pool.
+import { setMaxListeners } from 'node:events';
 
 /** The median; the mean of the middle two for an even count. */
 export function median(values: readonly number[]): number {
@@ -30,20 +31,25 @@ export function prng(seed: number): () => number {
 
 /**
  * Runs task(0) … task(count - 1) with at most `concurrency` in flight; resolves with the results in index
- * order. The first failure aborts the rest (tasks not yet started are never started) and is rethrown.
+ * order. The first failure aborts the signal handed to the tasks (so the uploads still in flight stop at once),
+ * nothing more is started, and that failure is rethrown once every task has settled.
  */
-export async function pool<T>(count: number, concurrency: number, task: (index: number) => Promise<T>, signal?: AbortSignal): Promise<T[]> {
+export async function pool<T>(count: number, concurrency: number, task: (index: number, signal: AbortSignal) => Promise<T>, outer?: AbortSignal): Promise<T[]> {
   const results = new Array<T>(count);
+  const failure = new AbortController();
+  const signal = outer ? AbortSignal.any([outer, failure.signal]) : failure.signal;
+  setMaxListeners(0, signal);
   let next = 0;
   let failed: Error | undefined;
   const worker = async () => {
     while (failed === undefined && next < count) {
-      signal?.throwIfAborted();
       const index = next++;
       try {
-        results[index] = await task(index);
+        signal.throwIfAborted();
+        results[index] = await task(index, signal);
       } catch (err) {
-        failed ??= err instanceof Error ? err : new Error(String(err));
+        failed ??= outer?.aborted ? (outer.reason as Error) : err instanceof Error ? err : new Error(String(err));
+        failure.abort(failed);
       }
     }
   };

@@ -4,7 +4,7 @@
 // stop() ends a process and removes its folder; stopEverything() does that for whatever is still running.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -29,6 +29,8 @@ export async function stopEverything(): Promise<void> {
 /** A child process whose output is kept (the last 8 KB) for the error of a failed start. */
 interface Child {
   pid: number;
+  /** How many output chunks held the marker given to spawnChild. */
+  marked(): number;
   alive(): boolean;
   tail(): string;
   /** SIGTERM, then SIGKILL after graceMs; nothing once it has exited. */
@@ -42,20 +44,52 @@ function childEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-function spawnChild(command: string, args: readonly string[], cwd: string): Child {
+/** Where a target that dies on its own is reported at once (the bench's log). */
+let report: (line: string) => void = (line) => process.stderr.write(`${line}\n`);
+
+export function reportTo(log: (line: string) => void): void {
+  report = log;
+}
+
+/** What happened to targets that belongs in the report (a baseline that survived its library's crash). */
+const events: string[] = [];
+
+/** The events since the last call. */
+export function takeEvents(): string[] {
+  return events.splice(0);
+}
+
+function spawnChild(label: string, command: string, args: readonly string[], cwd: string, logFile?: string, marker?: string): Child {
   let output = '';
+  let marks = 0;
   let exited = false;
+  let stopping = false;
   const child: ChildProcess = spawn(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
-  const collect = (chunk: Buffer) => (output = (output + chunk.toString('utf8')).slice(-8000));
+  const collect = (chunk: Buffer) => {
+    const text = chunk.toString('utf8');
+    if (marker !== undefined) marks += text.split(marker).length - 1;
+    output = (output + text).slice(-8000);
+  };
   child.stdout?.on('data', collect);
   child.stderr?.on('data', collect);
   child.on('error', (err) => collect(Buffer.from(`\n${command}: ${err.message}\n`)));
-  const gone = new Promise<void>((resolve) => child.once('exit', () => resolve())).then(() => (exited = true));
+  const gone = new Promise<void>((resolve) =>
+    child.once('exit', (code, signal) => {
+      exited = true;
+      if (!stopping) {
+        const log = logFile && existsSync(logFile) ? readFileSync(logFile, 'utf8').slice(-3000) : '';
+        report(`bench: ${label} (pid ${child.pid}) exited on its own (${signal ?? `code ${code}`}):\n${output.slice(-3000)}${log ? `\n--- its log ---\n${log}` : ''}`);
+      }
+      resolve();
+    }),
+  );
   return {
     pid: child.pid ?? -1,
+    marked: () => marks,
     alive: () => !exited && child.pid !== undefined,
     tail: () => output,
     async stop(graceMs = 5000) {
+      stopping = true;
       if (exited || child.pid === undefined) return;
       child.kill('SIGTERM');
       if (!(await Promise.race([gone.then(() => true), sleep(graceMs, false)]))) {
@@ -157,6 +191,13 @@ export const BENCH_CONFIG = {
   LogLevel: 'info',
 } as const;
 
+/**
+ * With the features on. ClamAVTimeout bounds a whole scan: its default (60s) is too short for 1 GiB files when
+ * dozens arrive at once (the scans share the disk and two cores with everything else), and those uploads are
+ * then refused with 503 (fail-closed), which measures the timeout rather than the work.
+ */
+export const FEATURES_CONFIG = { ClamAVTimeout: '15m' } as const;
+
 export interface OursTarget {
   kind: 'ours';
   url: string;
@@ -196,10 +237,10 @@ export async function startOurs(build: Build, parent: string, options: OursOptio
       LogFile: logFile,
       MaxUploadSize: Math.max(options.maxUploadSize, 1),
       ...BENCH_CONFIG,
-      ...(features ? { AESEnabled: true, DeduplicationEnabled: true, ClamAVEnabled: true, ClamAVSocket: options.clamdSocket! } : {}),
+      ...(features ? { AESEnabled: true, DeduplicationEnabled: true, ClamAVEnabled: true, ClamAVSocket: options.clamdSocket!, ...FEATURES_CONFIG } : {}),
     }),
   );
-  const child = spawnChild(process.execPath, [build.serverMain, '--config', configFile], dir);
+  const child = spawnChild('hmac-file-server', process.execPath, [build.serverMain, '--config', configFile], dir, logFile);
   const stop = stoppable(child, dir);
   try {
     await waitForPort('hmac-file-server', child, port, logFile);
@@ -306,7 +347,7 @@ export async function startNginx(parent: string): Promise<NginxTarget> {
       '',
     ].join('\n'),
   );
-  const child = spawnChild('nginx', ['-c', conf, '-p', dir], dir);
+  const child = spawnChild('nginx', 'nginx', ['-c', conf, '-p', dir], dir, errorLog);
   const stop = stoppable(child, dir);
   let workers: number[] = [];
   try {
@@ -347,8 +388,17 @@ export async function startTusBaseline(build: Build, parent: string): Promise<Tu
   const store = path.join(dir, 'store');
   await mkdir(store);
   const port = await freePort();
-  const child = spawnChild(process.execPath, [build.tusBaseline, store, String(port)], dir);
-  const stop = stoppable(child, dir);
+  const child = spawnChild('bare @tus/server', process.execPath, [build.tusBaseline, store, String(port)], dir, undefined, 'tus-baseline: survived');
+  const stopTarget = stoppable(child, dir);
+  const stop = async () => {
+    await stopTarget();
+    const marks = child.marked();
+    if (marks > 0) {
+      const text = `bare @tus/server survived its library's "ReadableStream is already closed" crash after a GET ${marks} time(s)`;
+      report(`bench: ${text}`);
+      events.push(text);
+    }
+  };
   try {
     await waitForPort('bare @tus/server', child, port, undefined);
   } catch (err) {
