@@ -98,7 +98,6 @@ export function createDedup(deps: DedupDeps): Dedup {
       return deps.blobs.lock(sha, async () => {
         // A failure of the blob store is the disk's (a full disk): the commit fails as it would without
         // dedup. Only the index going away means "store without dedup for now".
-        const existed = await deps.blobs.info(sha);
         const info = await deps.blobs.adopt(sha, upload.stagingPath, { size: upload.size, ...(upload.encryption ? { encryption: upload.encryption } : {}) });
         try {
           await deps.index.addRef(sha, blob.ref);
@@ -106,7 +105,7 @@ export function createDedup(deps: DedupDeps): Dedup {
           down(err);
           return undefined;
         }
-        if (existed) {
+        if (info.existed) {
           counters.hits += 1;
           counters.bytesSaved += upload.size;
         }

@@ -41,12 +41,12 @@ export class BlobStore {
   }
 
   /**
-   * The blob for sha, made from the staged bytes when there is none yet. Call under lock(sha). The returned
+   * The blob for sha, made from the staged bytes when there is none yet. Call under lock(sha). It says whether the blob existed already (a dedup hit), and the returned
    * info says how the blob's bytes are stored, which may differ from the staged copy (another IV).
    */
-  async adopt(sha: string, stagingPath: string, staged: BlobInfo): Promise<BlobInfo> {
+  async adopt(sha: string, stagingPath: string, staged: BlobInfo): Promise<BlobInfo & { existed: boolean }> {
     const existing = await this.info(sha);
-    if (existing) return existing;
+    if (existing) return { ...existing, existed: true };
     const data = this.dataPath(sha);
     await mkdir(path.dirname(data), { recursive: true, mode: 0o750 });
     // A name without its info is left from an interrupted adopt: replace it.
@@ -63,7 +63,7 @@ export class BlobStore {
     } finally {
       await rm(temp, { force: true });
     }
-    return staged;
+    return { ...staged, existed: false };
   }
 
   /** Removes the blob's own name and info; paths that still link its bytes keep them. Call under lock(sha). */
