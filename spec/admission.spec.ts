@@ -106,7 +106,9 @@ describe('upload admission', () => {
       const c = hold(server, 'adm/tc.bin', 10);
       assert.ok(await a.until(/100 Continue/));
       assert.ok(await b.until(/100 Continue/));
-      await new Promise((r) => setTimeout(r, 100));
+      // The third upload must be the one waiting before the PATCH arrives, however slow the machine is.
+      for (const deadline = Date.now() + 3000; server.running.guards.admission.state().waiting < 1 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(server.running.guards.admission.state().waiting, 1);
       const patch = await rawRequest(server.url, 'PATCH', created.headers.location!, { ...auth, 'Upload-Offset': 0, 'Content-Type': 'application/offset+octet-stream', 'Content-Length': 4 }, Buffer.from('abcd'));
       assert.equal(patch.status, 503);
       assert.ok(patch.headers['retry-after']);
