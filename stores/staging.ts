@@ -60,6 +60,9 @@ export async function receiveToStaging(source: Readable, options: ReceiveOptions
     return { stagingPath: options.stagingPath, size };
   } catch (err) {
     source.unpipe(watch);
+    // A failure before the file was opened (a client gone at once) lets the open finish after the rm below:
+    // remove the file again then.
+    sink.once('open', () => void rm(options.stagingPath, { force: true }));
     await rm(options.stagingPath, { force: true });
     throw err;
   } finally {
