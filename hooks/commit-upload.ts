@@ -8,6 +8,7 @@ import { checkExtension } from './extension-check.js';
 import type { Dedup } from './dedup.js';
 import { createPathLock } from './path-lock.js';
 import { placeFile } from './place.js';
+import type { MetadataCache } from '../stores/metadata-cache.js';
 import { keepAsVersion, pruneVersions, restoreVersion } from '../stores/versions.js';
 
 export interface StagedUpload {
@@ -39,6 +40,8 @@ export interface CommitDeps {
   dedup?: Dedup;
   /** What the metrics read. */
   counters?: CommitCounters;
+  /** Downloads' metadata cache: told of every path a commit replaces. */
+  metadataCache?: MetadataCache;
   now?: () => Date;
 }
 
@@ -96,6 +99,8 @@ export function createCommitUpload(deps: CommitDeps): CommitUpload {
       } catch (err) {
         if (adopted) await deps.dedup!.release(adopted.blob);
         throw err;
+      } finally {
+        deps.metadataCache?.forget(layout.metaPath(meta.path));
       }
       deps.logger.info('upload.committed', { path: upload.path, size: upload.size, via: upload.via, client: upload.client, ...(adopted ? { blob: adopted.blob.sha } : {}) });
       return meta;

@@ -1,6 +1,7 @@
 // The tus lifecycle hooks: creation checks (file name, extension, grant binding) and the finish hook that
 // sends a completed upload through commitUpload() under that upload's lock (tus hooks run after the
 // library released its own lock).
+import { syncFile } from '../stores/file-sink.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Request as ExpressRequest } from 'express';
 import type { Locker, Upload } from '@tus/utils';
@@ -157,6 +158,8 @@ export function createTusHooks(deps: TusHookDeps) {
         if (!target || upload.storage?.path === undefined || upload.size === undefined) throw new Error(`tus upload ${upload.id} lacks its target`);
         const node = nodeRequestOf(req) as ExpressRequest | undefined;
         const encryption = await deps.store.encryptionOf(upload.id);
+        // PATCHes are written without a sync of their own; the finished file must be on disk before the link.
+        await syncFile(upload.storage.path);
         await deps.commitUpload(deps.layout, {
           path: target,
           stagingPath: upload.storage.path,

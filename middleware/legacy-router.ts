@@ -19,11 +19,10 @@ import type { Admission } from '../server/admission.js';
 import { newEncryption, cipherFor } from '../stores/at-rest.js';
 import type { KeyRing } from '../stores/key-ring.js';
 import { receiveToStaging } from '../stores/staging.js';
-import { tap } from '../stores/tap.js';
 import { sendDownload } from './download.js';
 import { allowedMethods, legacyHeaders } from './legacy-headers.js';
 import { HmacQueryVerifier, macMatchesAny, versionsMessage } from './slot-verifier-hmac.js';
-import { openStored } from '../stores/committed-files.js';
+import { openStored, type ReadPolicy } from '../stores/committed-files.js';
 import { listVersions, removeAllVersions, versionMeta, type ReleaseBlob } from '../stores/versions.js';
 import { FileShareJwtVerifier } from './slot-verifier-jwt.js';
 import { verifySlot, type SlotVerifier } from './slot-verifier.js';
@@ -33,6 +32,8 @@ export interface LegacyRouterDeps {
   layout: FileLayout;
   files: CommittedFiles;
   keys: KeyRing;
+  /** How kept versions are read (the same as files). */
+  readPolicy: ReadPolicy;
   commitUpload: CommitUpload;
   logger: Logger;
   deleteSecret: string;
@@ -112,7 +113,8 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
         expectedSize: size,
         highWaterMark: deps.chunkSize,
         stallMs: deps.stallMs,
-        transforms: [tap((chunk) => digest.update(chunk)), ...cipherFor(encryption?.key, encryption?.stored, 0)],
+        onChunk: (chunk) => digest.update(chunk),
+        transforms: cipherFor(encryption?.key, encryption?.stored, 0),
       });
     } finally {
       release();
@@ -146,7 +148,7 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
       return;
     }
     const version = typeof id === 'string' ? await versionMeta(deps.layout, path, id) : undefined;
-    const file = version ? await openStored(version.dataPath, version.meta, deps.keys, `${path}@${id as string}`) : undefined;
+    const file = version ? await openStored(version.dataPath, version.meta, deps.readPolicy, `${path}@${id as string}`) : undefined;
     if (!file) throw httpError('E_NOT_FOUND');
     await sendDownload(req, res, file, { allowRanges: deps.resumableDownloads });
   };

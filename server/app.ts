@@ -21,6 +21,7 @@ import { attachAbuseEvents } from '../middleware/request-info.js';
 import { requestLog } from '../middleware/request-log.js';
 import { CommittedFiles } from '../stores/committed-files.js';
 import type { FileLayout } from '../stores/file-layout.js';
+import type { MetadataCache } from '../stores/metadata-cache.js';
 import type { KeyRing } from '../stores/key-ring.js';
 import type { BlobRef } from '../stores/file-metadata.js';
 import type { ScanGate } from '../hooks/scan.js';
@@ -38,6 +39,8 @@ export interface AppDeps {
   tenants: readonly TenantStore[];
   /** Encryption at rest: the current key (if on) and every key old files may need. */
   keys: KeyRing;
+  /** Parsed metadata of recently served files, dropped by every commit and removal. */
+  metadataCache: MetadataCache;
   /** Virus scanning inside commitUpload(); absent when ClamAVEnabled is off. */
   scan?: ScanGate;
   /** Deduplication inside commitUpload(); absent when DeduplicationEnabled is off. */
@@ -58,7 +61,7 @@ export interface App {
   tus?: TusDoor;
 }
 
-export function createApp({ config, logger, tenants, keys, scan, dedup, cap, guards, metrics }: AppDeps): App {
+export function createApp({ config, logger, tenants, keys, metadataCache, scan, dedup, cap, guards, metrics }: AppDeps): App {
   const app = express();
   app.disable('x-powered-by');
   app.set('case sensitive routing', true);
@@ -74,8 +77,10 @@ export function createApp({ config, logger, tenants, keys, scan, dedup, cap, gua
   app.set('etag', false);
 
   const commits: CommitCounters = { versionsPruned: 0 };
+  const readPolicy = { keys, verifyPlaintext: config.VerifyPlaintextDownloads };
   const commitUpload = createCommitUpload({
     logger,
+    metadataCache,
     counters: commits,
     allowedExtensions: config.AllowedExtensions,
     ...(scan ? { scan: scan.stage } : {}),
@@ -103,7 +108,7 @@ export function createApp({ config, logger, tenants, keys, scan, dedup, cap, gua
   let tus: TusDoor | undefined;
   const defaultTenant = tenants.find((t) => t.tenant.prefix === config.UploadSubDir);
   if ((config.ResumableUploadsEnabled || config.ChunkedUploadsEnabled) && defaultTenant) {
-    tus = createTusDoor({ config, logger, keys, layout: defaultTenant.layout, files: new CommittedFiles(defaultTenant.layout, keys, release), release, commitUpload, admission: guards.admission });
+    tus = createTusDoor({ config, logger, keys, layout: defaultTenant.layout, files: new CommittedFiles(defaultTenant.layout, readPolicy, { release, cache: metadataCache }), release, commitUpload, admission: guards.admission });
     app.use(config.TusPath.slice(0, -1), tus.router);
   }
   app.use(
@@ -113,7 +118,8 @@ export function createApp({ config, logger, tenants, keys, scan, dedup, cap, gua
         router: legacyRouter({
           tenant,
           layout,
-          files: new CommittedFiles(layout, keys, release),
+          files: new CommittedFiles(layout, readPolicy, { release, cache: metadataCache }),
+          readPolicy,
           release,
           keys,
           commitUpload,

@@ -10,6 +10,7 @@ import type { BlobRef } from '../stores/file-metadata.js';
 import { FileLayout } from '../stores/file-layout.js';
 import { sweepStaging } from '../stores/staging.js';
 import { CommittedFiles } from '../stores/committed-files.js';
+import { MetadataCache } from '../stores/metadata-cache.js';
 import { sweepExpired, sweepInterval, type ExpiryCounters } from '../stores/expiry-sweep.js';
 import { keyRingFrom } from '../stores/key-ring.js';
 import { createScanGate, type ScanGate } from '../hooks/scan.js';
@@ -130,7 +131,9 @@ export async function startServer(config: Config, logger: Logger, options: Start
   const release = dedup ? (blob: BlobRef) => dedup.release(blob) : undefined;
   const cap = createConnectionCap(config.MaxConnectionsPerIP, addressMatcher(config.TrustedProxies));
   const guards = createGuards({ config, logger, ...(redis ? { redis } : {}), ...(options.configFile !== undefined ? { configFile: options.configFile } : {}) });
-  const { app, tus, commits } = createApp({ config, logger, tenants, keys, cap, guards, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}), ...(metrics ? { metrics } : {}) });
+  // One for the process, so what the expiry sweep removes is dropped where downloads look.
+  const metadataCache = new MetadataCache();
+  const { app, tus, commits } = createApp({ config, logger, tenants, keys, metadataCache, cap, guards, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}), ...(metrics ? { metrics } : {}) });
   // Staging files that outlived ReadTimeout belong to no request any more (a crash, a kill): sweep them now
   // and then every hour.
   const stagingAge = config.ReadTimeout > 0 ? config.ReadTimeout : 24 * 3_600_000;
@@ -142,7 +145,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
   const expiryDeps = {
     metaDir: tenants[0]!.layout.metaDir,
     versionsDir: tenants[0]!.layout.versionsDir,
-    files: new Map(tenants.map(({ tenant, layout }) => [tenant.prefix, new CommittedFiles(layout, keys, release)])),
+    files: new Map(tenants.map(({ tenant, layout }) => [tenant.prefix, new CommittedFiles(layout, { keys, verifyPlaintext: config.VerifyPlaintextDownloads }, { release, cache: metadataCache })])),
     release,
     defaultPrefix: config.UploadSubDir,
     fileTtlMs: config.FileTTL,

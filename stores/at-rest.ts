@@ -1,7 +1,7 @@
 // Encryption at rest as the stores use it: a fresh IV under the current key for each new file, the key of a
 // stored file found by its recorded id, and readers that decrypt from any offset and check what they read.
 import { createHash, randomBytes } from 'node:crypto';
-import { PassThrough, pipeline, Transform, type Readable } from 'node:stream';
+import { pipeline, Transform, type Readable } from 'node:stream';
 import { httpError } from '../server/errors.js';
 import type { StoredEncryption } from './file-metadata.js';
 import type { KeyRing } from './key-ring.js';
@@ -61,8 +61,7 @@ export function plaintextStream(raw: Readable, options: { key?: EncryptionKey; e
   const stages: Transform[] = cipherFor(options.key, options.encryption, options.start);
   if (options.wholeFileDigest) stages.push(verifyDigest(options.wholeFileDigest, options.what));
   if (stages.length === 0) return raw;
-  // pipeline destroys every stage, the returned end included, on the first error: the reader sees it.
-  const out = new PassThrough();
-  pipeline([raw, ...stages, out], () => undefined);
-  return out;
+  // pipeline destroys every stage, the returned last one included, on the first error: the reader sees it.
+  pipeline([raw, ...stages], () => undefined);
+  return stages.at(-1)!;
 }

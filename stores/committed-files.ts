@@ -1,23 +1,24 @@
 // Read and remove access to committed files: the data under the upload tree plus its metadata. Opening
-// refuses symlinks and anything whose commit has not finished (no metadata yet), and hands out plaintext:
-// an encrypted file is decrypted from whatever offset is read; a file whose size does not match its record,
-// or whose key is gone, is an error before any byte is sent.
-import { constants, createReadStream } from 'node:fs';
+// refuses symlinks, anything outside the upload tree and anything whose commit has not finished (no metadata
+// yet), and hands out plaintext: an encrypted file is decrypted from whatever offset is read; a file whose
+// size does not match its record, or whose key is gone, is an error before any byte is sent.
+import fs, { constants, createReadStream, type Stats } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { open, rm, type FileHandle } from 'node:fs/promises';
-import path from 'node:path';
+import { rm } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import type { FileLayout } from './file-layout.js';
 import { httpError } from '../server/errors.js';
 import { keyOf, plaintextStream } from './at-rest.js';
 import { readMetadata, removeMetadata, type FileMetadata } from './file-metadata.js';
 import type { KeyRing } from './key-ring.js';
 import type { ReleaseBlob } from './versions.js';
+import { identityOf, MetadataCache } from './metadata-cache.js';
 
 export interface OpenFile {
-  meta: FileMetadata;
+  meta: Readonly<FileMetadata>;
   /**
    * Plaintext bytes start..end inclusive, as Range counts them; a whole-file read also checks the recorded
-   * digest. Takes over the handle; close() is then a no-op.
+   * digest. Takes over the descriptor; close() is then a no-op.
    */
   stream(start: number, end: number): Readable;
   close(): Promise<void>;
@@ -26,68 +27,156 @@ export interface OpenFile {
 const MISSING = new Set(['ENOENT', 'ENOTDIR', 'ELOOP', 'EISDIR']);
 
 /**
- * Opens stored bytes described by meta (a committed file or a kept version): the key must be known and the
- * size must match before anything is sent. check runs once the file is open (the upload tree's symlink test).
+ * Read size of a download. Node's 64 KiB default makes a 1 GiB download 16,384 reads, each a trip through the
+ * thread pool; 512 KiB cuts that to 2,048 and is still little to hold per download. A small Range read
+ * allocates only what it asks for.
  */
-export async function openStored(dataPath: string, meta: FileMetadata, keys: KeyRing, what: string, check?: () => Promise<void>): Promise<OpenFile | undefined> {
-  const key = meta.encryption ? keyOf(keys, meta.encryption, what) : undefined;
-  let handle: FileHandle;
+const READ_CHUNK = 512 * 1024;
+
+export interface ReadPolicy {
+  keys: KeyRing;
+  /**
+   * VerifyPlaintextDownloads: check the digest of whole-file reads of plain files too. Encrypted files are
+   * always checked: there the digest is what notices changed ciphertext, which AES-CTR itself cannot.
+   */
+  verifyPlaintext: boolean;
+}
+
+interface OpenedData {
+  fd: number;
+  info: Stats;
+}
+
+const openFd = promisify(fs.open);
+
+/**
+ * Closing a descriptor opened for reading writes nothing back, so it never waits for a disk: done at once, it
+ * saves a trip through the thread pool per download, which on a small Range GET is a good part of the cost.
+ */
+function closeNow(fd: number, callback: (err: NodeJS.ErrnoException | null) => void = () => undefined): void {
+  try {
+    fs.closeSync(fd);
+    callback(null);
+  } catch (err) {
+    callback(err as NodeJS.ErrnoException);
+  }
+}
+
+/** What the read streams of downloads use in place of node:fs. */
+const DOWNLOAD_FS = { open: fs.open, read: fs.read, close: closeNow };
+
+/** Opens a data file, refusing a symlink; undefined when there is nothing there. */
+async function openData(dataPath: string): Promise<OpenedData | undefined> {
+  let fd: number;
   try {
     // O_NOFOLLOW: the final component must be the file we placed, not a symlink planted later.
-    handle = await open(dataPath, constants.O_RDONLY | constants.O_NOFOLLOW);
+    fd = await openFd(dataPath, constants.O_RDONLY | constants.O_NOFOLLOW);
   } catch (err) {
     if (MISSING.has((err as NodeJS.ErrnoException).code ?? '')) return undefined;
     throw err;
   }
   try {
-    await check?.();
-    const { size } = await handle.stat();
-    if (size !== meta.size) throw httpError('E_INTEGRITY', { cause: new Error(`${what}: ${size} bytes on disk, ${meta.size} recorded`) });
+    // Synchronous: an open file's inode is in memory, so this never waits for a disk, and a trip through the
+    // thread pool costs more than the call itself.
+    return { fd, info: fs.fstatSync(fd) };
   } catch (err) {
-    await handle.close();
+    closeNow(fd);
     throw err;
   }
+}
+
+/** The key must be known and the size must match before anything is sent. Takes over the descriptor. */
+function openFileOf({ fd, info }: OpenedData, meta: Readonly<FileMetadata>, policy: ReadPolicy, what: string): OpenFile {
+  const key = meta.encryption ? keyOf(policy.keys, meta.encryption, what) : undefined;
+  if (info.size !== meta.size) throw httpError('E_INTEGRITY', { cause: new Error(`${what}: ${info.size} bytes on disk, ${meta.size} recorded`) });
+  const verify = meta.encryption !== undefined || policy.verifyPlaintext;
   let taken = false;
   return {
     meta,
     stream: (start, end) => {
       taken = true;
-      const raw = createReadStream('', { fd: handle, start, end, autoClose: true });
+      const raw = createReadStream('', { fd, fs: DOWNLOAD_FS, start, end, autoClose: true, highWaterMark: READ_CHUNK });
       const whole = start === 0 && end === meta.size - 1;
-      return plaintextStream(raw, { key, encryption: meta.encryption, start, wholeFileDigest: whole ? meta.sha256 : undefined, what });
+      return plaintextStream(raw, { key, encryption: meta.encryption, start, wholeFileDigest: whole && verify ? meta.sha256 : undefined, what });
     },
-    close: async () => {
-      if (!taken) await handle.close();
+    close: () => {
+      if (!taken) closeNow(fd);
+      return Promise.resolve();
     },
   };
 }
 
+/** Opens stored bytes described by meta (a kept version); undefined when they are gone. */
+export async function openStored(dataPath: string, meta: Readonly<FileMetadata>, policy: ReadPolicy, what: string): Promise<OpenFile | undefined> {
+  const opened = await openData(dataPath);
+  if (!opened) return undefined;
+  try {
+    return openFileOf(opened, meta, policy, what);
+  } catch (err) {
+    closeNow(opened.fd);
+    throw err;
+  }
+}
+
+export interface CommittedFilesOptions {
+  /** Deduplication: told when a removed file shared a blob. */
+  release?: ReleaseBlob;
+  /** Shared by every reader of StoreDir in this process; without one, every open reads the metadata afresh. */
+  cache?: MetadataCache;
+}
+
 export class CommittedFiles {
+  private readonly release: ReleaseBlob | undefined;
+  private readonly cache: MetadataCache;
+
   constructor(
     private readonly layout: FileLayout,
-    private readonly keys: KeyRing,
-    /** Deduplication: told when a removed file shared a blob. */
-    private readonly release?: ReleaseBlob,
-  ) {}
+    private readonly policy: ReadPolicy,
+    options: CommittedFilesOptions = {},
+  ) {
+    this.release = options.release;
+    this.cache = options.cache ?? new MetadataCache(0);
+  }
 
   async exists(slotPath: string): Promise<boolean> {
     return (await readMetadata(this.layout.metaPath(slotPath))) !== undefined;
   }
 
-  /** The committed file at slotPath, or undefined. The caller must stream or close it. */
+  /**
+   * The committed file at slotPath, or undefined. The caller must stream or close it. The data file is
+   * opened first and its metadata found by what was opened, so the two belong together.
+   */
   async open(slotPath: string): Promise<OpenFile | undefined> {
-    const meta = await readMetadata(this.layout.metaPath(slotPath));
-    if (!meta) return undefined;
     const dataPath = this.layout.dataPath(slotPath);
-    return openStored(dataPath, meta, this.keys, slotPath, () => this.layout.assertInside(path.dirname(dataPath)));
+    const opened = await openData(dataPath);
+    if (!opened) return undefined;
+    try {
+      // Outside the upload tree (through a planted symlink) is nothing we serve: as absent as a missing file.
+      if (!(await this.layout.isOpenedInside(opened.fd, dataPath))) {
+        closeNow(opened.fd);
+        return undefined;
+      }
+      const meta = await this.cache.read(this.layout.metaPath(slotPath), identityOf(opened.info));
+      // Linked but not yet described: the commit has not finished.
+      if (!meta) {
+        closeNow(opened.fd);
+        return undefined;
+      }
+      return openFileOf(opened, meta, this.policy, slotPath);
+    } catch (err) {
+      closeNow(opened.fd);
+      throw err;
+    }
   }
 
   /** Removes a committed file; false when there was none. Metadata goes first so GETs stop at once. */
   async remove(slotPath: string): Promise<boolean> {
     const metaPath = this.layout.metaPath(slotPath);
+    this.cache.forget(metaPath);
     const meta = await readMetadata(metaPath);
     if (!meta) return false;
     await removeMetadata(metaPath);
+    this.cache.forget(metaPath);
     await rm(this.layout.dataPath(slotPath), { force: true });
     if (meta.blob && this.release) await this.release(meta.blob);
     return true;

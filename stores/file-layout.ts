@@ -8,6 +8,7 @@
 //
 // Metadata is keyed by a hash so no slot path can collide with it or with another path's metadata.
 import { createHash, randomBytes } from 'node:crypto';
+import { readlinkSync } from 'node:fs';
 import { mkdir, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { httpError } from '../server/errors.js';
@@ -126,5 +127,21 @@ export class FileLayout {
     if (real !== this.realUploadRoot && !real.startsWith(this.realUploadRoot + path.sep)) {
       throw httpError('E_BAD_PATH', { message: 'Invalid upload path: outside the store' });
     }
+  }
+
+  /**
+   * Whether a file already open at filePath lies in the upload tree, judged by what its descriptor refers to
+   * (Linux's /proc/self/fd): one call instead of a walk of the path, and no folder swapped for a symlink
+   * between the open and the check can mislead it. Without /proc, the file's folder is walked.
+   */
+  async isOpenedInside(fd: number, filePath: string): Promise<boolean> {
+    let real: string;
+    try {
+      // Synchronous: /proc answers from memory, and a trip through the thread pool costs more than the call.
+      real = readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      real = path.join(await realpath(path.dirname(filePath)), path.basename(filePath));
+    }
+    return real.startsWith(this.realUploadRoot + path.sep);
   }
 }

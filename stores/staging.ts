@@ -1,15 +1,14 @@
 // Receiving bytes into a staging file: exclusive create, stream through the given transforms, fsync, close.
 // On any failure the staging file is removed, so an aborted upload leaves nothing behind; what a crash
 // leaves is swept later.
-import { createWriteStream } from 'node:fs';
 import { readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable, Transform } from 'node:stream';
 import { finished } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { HttpError, httpError } from '../server/errors.js';
-import { stallWatch } from './stall-watch.js';
-import { tap } from './tap.js';
+import { fileSink } from './file-sink.js';
+import { intake } from './intake.js';
 
 export interface StagedBytes {
   stagingPath: string;
@@ -21,7 +20,9 @@ export interface ReceiveOptions {
   stagingPath: string;
   /** The announced length; receiving fewer is an E_INCOMPLETE. */
   expectedSize: number;
-  /** Applied in order between the source and the file (digest, encryption, …). */
+  /** Sees every chunk as it arrives, before any transform (the digest of the plaintext). */
+  onChunk?: (chunk: Buffer) => void;
+  /** Applied in order between the source and the file (encryption). */
   transforms?: Transform[];
   highWaterMark?: number;
   /** UploadStallTimeout: a body that does not move for this long is cut (0 = never). */
@@ -35,11 +36,17 @@ export interface ReceiveOptions {
  */
 export async function receiveToStaging(source: Readable, options: ReceiveOptions): Promise<StagedBytes> {
   let size = 0;
-  const count = tap((chunk) => (size += chunk.length));
-  const watch = stallWatch(options.stallMs ?? 0);
-  // flush: the data is fsynced before the close that ends the pipeline, so a commit never links a file
-  // whose bytes are still only in the page cache.
-  const sink = createWriteStream(options.stagingPath, { flags: 'wx', mode: 0o600, flush: true, highWaterMark: options.highWaterMark });
+  const { onChunk } = options;
+  const watch = intake({
+    stallMs: options.stallMs ?? 0,
+    onChunk: (chunk) => {
+      size += chunk.length;
+      onChunk?.(chunk);
+    },
+  });
+  // durable: the data is fsynced before the pipeline ends, so a commit never links a file whose bytes are
+  // still only in the page cache.
+  const sink = fileSink(options.stagingPath, { flags: 'wx', mode: 0o600, durable: true, highWaterMark: options.highWaterMark });
   let sinkError: unknown;
   sink.once('error', (err) => (sinkError ??= err));
   // The client hung up or timed out: the request ends without its last bytes.
@@ -49,7 +56,7 @@ export async function receiveToStaging(source: Readable, options: ReceiveOptions
   source.pipe(watch);
   try {
     try {
-      await pipeline([watch, count, ...(options.transforms ?? []), sink]);
+      await pipeline([watch, ...(options.transforms ?? []), sink]);
     } catch (err) {
       if (sinkError !== undefined) throw sinkError as Error;
       // The client went away, stalled or was cut by a timeout before sending everything it announced.

@@ -9,20 +9,20 @@
 import { FileStore } from '@tus/file-store';
 import type { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Upload } from '@tus/utils';
 import { HttpError, httpError } from '../server/errors.js';
-import { stallWatch } from './stall-watch.js';
+import { fileSink } from './file-sink.js';
+import { intake } from './intake.js';
 import { TusRecords } from './tus-records.js';
 import path from 'node:path';
 import type { Logger } from '../server/logger.js';
 import { cipherFor, keyOf, plaintextStream } from './at-rest.js';
 import type { StoredEncryption } from './file-metadata.js';
 import type { KeyRing } from './key-ring.js';
-import { tap } from './tap.js';
 
 /** tus record metadata keys under which an upload's encryption is kept (set at creation). */
 export const KEY_ID_KEY = 'hfs_key';
@@ -177,18 +177,22 @@ export class CountingFileStore extends FileStore {
     const encryption = await this.encryptionOf(id);
     const key = encryption ? keyOf(this.options.keys, encryption, `tus upload ${id}`) : undefined;
     let received = 0;
-    const seen = tap((chunk) => {
-      received += chunk.length;
-      checksum?.update(chunk);
-      digest?.update(chunk);
+    const watch = intake({
+      stallMs: this.options.stallMs,
+      onChunk: (chunk) => {
+        received += chunk.length;
+        checksum?.update(chunk);
+        digest?.update(chunk);
+      },
     });
     // Ids reach the store only after the router matched UPLOAD_ID, so this stays inside the directory.
     const file = path.join(this.directory, id);
-    const sink = createWriteStream(file, { flags: 'r+', start: offset, highWaterMark: this.options.chunkSize });
+    // Not durable per PATCH: the commit syncs the finished file (syncFile) before it links it.
+    const sink = fileSink(file, { flags: 'r+', start: offset, durable: false, highWaterMark: this.options.chunkSize });
     let sinkError: unknown;
     sink.once('error', (err) => (sinkError ??= err));
     try {
-      await pipeline([readable, stallWatch(this.options.stallMs), seen, ...cipherFor(key, encryption, offset), sink]);
+      await pipeline([readable, watch, ...cipherFor(key, encryption, offset), sink]);
     } catch (err) {
       if (checksum) await truncate(file, offset);
       this.digests.delete(id);
