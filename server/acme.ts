@@ -9,6 +9,9 @@
 // valid certificates in CertDir does not contact it. A failed order is logged with the CA's reason
 // (acme.failed host=… cause=…) and retried after 1 min, doubling up to 12 h, while the server keeps serving what
 // it has. Until a host has its first certificate, handshakes for it are handled as server/tls.ts says.
+//
+// acme-client (axios and its crypto back ends, several MiB) is imported by startAcme rather than here, so that a
+// server without ACME never loads it.
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
@@ -16,7 +19,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
-import acme from 'acme-client';
+import type { Client as AcmeClient } from 'acme-client';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import { certificateFiles, type TlsContext } from './tls.js';
@@ -50,9 +53,11 @@ export interface AcmeManager {
   close(): Promise<void>;
 }
 
+type Acme = typeof import('acme-client');
+
 type AcmeConfig = Pick<Config, 'CertDir' | 'Hostnames' | 'ListenIP' | 'ACMEDirectoryURL' | 'UseStaging' | 'ACMEEmail' | 'ACMEHTTPPort' | 'ACMECAFile'>;
 
-export function directoryUrl(config: Pick<Config, 'ACMEDirectoryURL' | 'UseStaging'>): string {
+export function directoryUrl(acme: Acme, config: Pick<Config, 'ACMEDirectoryURL' | 'UseStaging'>): string {
   if (config.ACMEDirectoryURL !== '') return config.ACMEDirectoryURL;
   return config.UseStaging ? acme.directory.letsencrypt.staging : acme.directory.letsencrypt.production;
 }
@@ -77,7 +82,7 @@ class CaAgent extends https.Agent {
 // the origin of the directory it was configured for; nothing else is affected.
 const agents = new Map<string, CaAgent>();
 let intercepting = false;
-function routeThrough(origin: string, agent: CaAgent): void {
+function routeThrough(acme: Acme, origin: string, agent: CaAgent): void {
   agents.set(origin, agent);
   if (intercepting) return;
   intercepting = true;
@@ -101,7 +106,7 @@ function originOf(url: string): string {
 interface AcmeSettings {
   retryMaxAttempts: number;
 }
-const acmeSettings = (acme.axios.defaults as unknown as { acmeSettings: AcmeSettings }).acmeSettings;
+const settingsOf = (acme: Acme) => (acme.axios.defaults as unknown as { acmeSettings: AcmeSettings }).acmeSettings;
 
 function describe(err: unknown, agent: CaAgent, origin: string): string {
   const message = (err instanceof Error ? err.message : String(err)).replace(/\s+/g, ' ').trim() || 'unknown error';
@@ -124,7 +129,7 @@ async function writeAtomically(file: string, data: string | Buffer, mode: number
   }
 }
 
-async function readOrCreateAccountKey(file: string): Promise<Buffer> {
+async function readOrCreateAccountKey(acme: Acme, file: string): Promise<Buffer> {
   try {
     return await readFile(file);
   } catch (err) {
@@ -180,8 +185,10 @@ interface HostState {
 
 export async function startAcme(config: AcmeConfig, logger: Logger, store: TlsContext, tuning: AcmeTuning = {}): Promise<AcmeManager> {
   const t = { renewBeforeMs: 30 * DAY, checkEveryMs: 12 * 3_600_000, backoffMs: 60_000, maxBackoffMs: 12 * 3_600_000, pollMinMs: 5_000, pollMaxMs: 30_000, ...tuning };
+  const { default: acme } = await import('acme-client');
+  const acmeSettings = settingsOf(acme);
   const certDir = path.resolve(config.CertDir);
-  const directory = directoryUrl(config);
+  const directory = directoryUrl(acme, config);
   const origin = originOf(directory);
   const extraCa = config.ACMECAFile === '' ? undefined : await readFile(config.ACMECAFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
     throw new Error(`cannot read ACMECAFile ${path.resolve(config.ACMECAFile)}: ${err.code ?? err.message}`, { cause: err });
@@ -189,18 +196,18 @@ export async function startAcme(config: AcmeConfig, logger: Logger, store: TlsCo
   const tokens = new Map<string, string>();
   const challenges = await listenForChallenges(config, tokens, logger);
   const agent = new CaAgent({ keepAlive: true, ...(extraCa !== undefined ? { ca: [...tls.rootCertificates, extraCa] } : {}) });
-  routeThrough(origin, agent);
+  routeThrough(acme, origin, agent);
   const previousRetries = acmeSettings.retryMaxAttempts;
   if (t.requestRetries !== undefined) acmeSettings.retryMaxAttempts = t.requestRetries;
   const { port } = challenges.address() as AddressInfo;
   const challengeAddress = `http://${config.ListenIP.includes(':') ? `[${config.ListenIP}]` : config.ListenIP}:${port}`;
 
   // One client per manager; dropped after a failure, since the CA may have forgotten the account (a restart).
-  let client: acme.Client | undefined;
-  const clientFor = async (): Promise<acme.Client> => {
+  let client: AcmeClient | undefined;
+  const clientFor = async (): Promise<AcmeClient> => {
     client ??= new acme.Client({
       directoryUrl: directory,
-      accountKey: await readOrCreateAccountKey(path.join(certDir, '.acme', 'account.pem')),
+      accountKey: await readOrCreateAccountKey(acme, path.join(certDir, '.acme', 'account.pem')),
       backoffMin: t.pollMinMs,
       backoffMax: t.pollMaxMs,
     });

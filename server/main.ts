@@ -7,9 +7,7 @@ import { defaultBaseUrl, signedUrls } from './cli-sign.js';
 import { ConfigError, defaultConfigToml, loadConfig, type LoadedConfig } from './config.js';
 import { HttpError } from './errors.js';
 import { createLogger, reopenLogFile } from './logger.js';
-import { startServer } from './run.js';
 import { parseDuration, parseSize } from './units.js';
-import { grantKey, mintGrant } from '../middleware/upload-grant.js';
 
 const USAGE = `Usage:
   hmac-file-server [--config PATH]              start the server (default ./config.toml)
@@ -79,6 +77,7 @@ async function grant(args: string[]): Promise<void> {
   if (!values.subject || maxSize === undefined || ttl === undefined) throw new UsageError('grant needs --subject, --max-size (e.g. 1GB) and --ttl (e.g. 1h)');
   if (maxSize < 1) throw new UsageError('--max-size must be at least 1 byte');
   const { config } = readConfig(values.config);
+  const { grantKey, mintGrant } = await import('../middleware/upload-grant.js');
   const token = await mintGrant(grantKey(config.GrantSecret, config.Secret), {
     subject: values.subject,
     maxSize,
@@ -107,6 +106,8 @@ async function serve(args: string[]): Promise<void> {
   if (values['validate-config']) return void process.stdout.write(`${values.config}: OK\n`);
 
   const logger = createLogger(config);
+  // Imported here, so that --version, --validate-config, sign and grant do not load the whole server.
+  const { startServer } = await import('./run.js');
   const running = await startServer(config, logger, { configFile: values.config });
   // SIGHUP: re-read the IP lists now (logrotate and operators send it after editing config.toml), and open
   // LogFile again by name (logrotate renamed it).

@@ -6,8 +6,10 @@
 // Two kinds of sources: requests, observed by the metrics middleware when they end (what was uploaded or
 // downloaded, how long it took, how it was refused), and the counters that the stores, the scanner and the
 // guards keep anyway, read at scrape time.
+//
+// prom-client is handed in rather than imported: the server loads it only when MetricsEnabled.
 import type { Request, Response } from 'express';
-import { Counter, Gauge, Histogram, collectDefaultMetrics, type Registry } from 'prom-client';
+import type { Counter, Registry } from 'prom-client';
 import type { RequestEntry } from '../middleware/request-log.js';
 import { notesOf } from '../middleware/request-notes.js';
 
@@ -49,8 +51,10 @@ export interface Metrics {
   scanned(seconds: number, verdict: 'clean' | 'infected' | 'none'): void;
 }
 
+export type PromClient = typeof import('prom-client');
+
 /** A counter that follows a number kept elsewhere (which only grows), read at scrape time. */
-function followingCounter(registry: Registry, name: string, help: string, labelNames: readonly string[], read: () => Array<[Record<string, string>, number]>): void {
+function followingCounter({ Counter }: PromClient, registry: Registry, name: string, help: string, labelNames: readonly string[], read: () => Array<[Record<string, string>, number]>): void {
   const last = new Map<string, number>();
   new Counter({
     name,
@@ -73,7 +77,7 @@ function syncCounter(counter: Counter, last: Map<string, number>, labels: Record
   last.set(key, value);
 }
 
-function gaugeOf(registry: Registry, name: string, help: string, read: () => number): void {
+function gaugeOf({ Gauge }: PromClient, registry: Registry, name: string, help: string, read: () => number): void {
   new Gauge({
     name,
     help,
@@ -84,21 +88,22 @@ function gaugeOf(registry: Registry, name: string, help: string, read: () => num
   });
 }
 
-export function createMetrics(registry: Registry, options: { defaultTenant: string }): Metrics {
-  collectDefaultMetrics({ register: registry });
+export function createMetrics(prom: PromClient, registry: Registry, options: { defaultTenant: string }): Metrics {
+  const { Counter, Histogram } = prom;
+  prom.collectDefaultMetrics({ register: registry });
   const r = [registry];
   let inFlight = 0;
   let cpuLast = { usage: process.cpuUsage(), at: performance.now() };
 
-  gaugeOf(registry, 'memory_usage_bytes', 'Resident set size of the server process, in bytes', () => process.memoryUsage.rss());
-  gaugeOf(registry, 'cpu_usage_percent', 'CPU used by the server process since the previous scrape, in percent of one core', () => {
+  gaugeOf(prom, registry, 'memory_usage_bytes', 'Resident set size of the server process, in bytes', () => process.memoryUsage.rss());
+  gaugeOf(prom, registry, 'cpu_usage_percent', 'CPU used by the server process since the previous scrape, in percent of one core', () => {
     const now = { usage: process.cpuUsage(), at: performance.now() };
     const usedMicros = now.usage.user - cpuLast.usage.user + (now.usage.system - cpuLast.usage.system);
     const elapsedMicros = (now.at - cpuLast.at) * 1000;
     cpuLast = now;
     return elapsedMicros > 0 ? (100 * usedMicros) / elapsedMicros : 0;
   });
-  gaugeOf(registry, 'goroutines_count', 'Requests in flight, uploads included (the name is kept from the Go server this one replaces; Node has no goroutines)', () => inFlight);
+  gaugeOf(prom, registry, 'goroutines_count', 'Requests in flight, uploads included (the name is kept from the Go server this one replaces; Node has no goroutines)', () => inFlight);
 
   const uploads = new Counter({ name: 'file_server_uploads_total', help: 'Uploads committed', labelNames: ['door', 'scheme', 'tenant'], registers: r });
   const uploadErrors = new Counter({ name: 'file_server_upload_errors_total', help: 'Upload requests refused or failed, by error code', labelNames: ['door', 'code'], registers: r });
@@ -173,22 +178,22 @@ export function createMetrics(registry: Registry, options: { defaultTenant: stri
     scanned: (seconds, verdict) => scanDuration.observe({ verdict }, seconds),
 
     attach(s) {
-      followingCounter(registry, 'infected_files_total', 'Uploads refused because clamd found malware', [], () => [[{}, s.scan?.counters.infected ?? 0]]);
+      followingCounter(prom, registry, 'infected_files_total', 'Uploads refused because clamd found malware', [], () => [[{}, s.scan?.counters.infected ?? 0]]);
       expiredSource = () => s.expiry.deletions;
-      gaugeOf(registry, 'file_server_uploads_in_progress', 'Upload bodies being received now', s.uploadsInProgress);
-      followingCounter(registry, 'file_server_tus_uploads_total', 'tus uploads by event: created, finished, terminated (DELETE), expired (swept)', ['event'], () =>
+      gaugeOf(prom, registry, 'file_server_uploads_in_progress', 'Upload bodies being received now', s.uploadsInProgress);
+      followingCounter(prom, registry, 'file_server_tus_uploads_total', 'tus uploads by event: created, finished, terminated (DELETE), expired (swept)', ['event'], () =>
         s.tus ? (['created', 'finished', 'terminated', 'expired'] as const).map((event) => [{ event }, s.tus![event]]) : [],
       );
-      gaugeOf(registry, 'file_server_scan_queue_length', 'Uploads waiting for a virus scan worker', () => s.scan?.queue().waiting ?? 0);
-      if (s.scan) gaugeOf(registry, 'file_server_clamd_up', '1 when clamd answered its last health check', () => (s.scan!.health().healthy ? 1 : 0));
-      if (s.redisUp) gaugeOf(registry, 'file_server_redis_up', '1 when Redis is connected and ready', () => (s.redisUp!() ? 1 : 0));
+      gaugeOf(prom, registry, 'file_server_scan_queue_length', 'Uploads waiting for a virus scan worker', () => s.scan?.queue().waiting ?? 0);
+      if (s.scan) gaugeOf(prom, registry, 'file_server_clamd_up', '1 when clamd answered its last health check', () => (s.scan!.health().healthy ? 1 : 0));
+      if (s.redisUp) gaugeOf(prom, registry, 'file_server_redis_up', '1 when Redis is connected and ready', () => (s.redisUp!() ? 1 : 0));
       if (s.dedup) {
-        followingCounter(registry, 'file_server_dedup_hits_total', 'Uploads whose content was stored already (deduplicated)', [], () => [[{}, s.dedup!.counters.hits]]);
-        followingCounter(registry, 'file_server_dedup_saved_bytes_total', 'Bytes not stored again thanks to deduplication', [], () => [[{}, s.dedup!.counters.bytesSaved]]);
+        followingCounter(prom, registry, 'file_server_dedup_hits_total', 'Uploads whose content was stored already (deduplicated)', [], () => [[{}, s.dedup!.counters.hits]]);
+        followingCounter(prom, registry, 'file_server_dedup_saved_bytes_total', 'Bytes not stored again thanks to deduplication', [], () => [[{}, s.dedup!.counters.bytesSaved]]);
       }
-      followingCounter(registry, 'file_server_versions_pruned_total', 'Earlier versions removed beyond MaxVersions', [], () => [[{}, s.commits.versionsPruned]]);
-      followingCounter(registry, 'file_server_ip_refused_total', 'Requests refused by AllowedIPs or BlockedIPs', [], () => [[{}, s.guards.ipFilter.blocked]]);
-      followingCounter(registry, 'file_server_rate_limited_total', 'Requests answered 429, by limit: general (RequestsPerMinute) or auth_failures', ['limit'], () =>
+      followingCounter(prom, registry, 'file_server_versions_pruned_total', 'Earlier versions removed beyond MaxVersions', [], () => [[{}, s.commits.versionsPruned]]);
+      followingCounter(prom, registry, 'file_server_ip_refused_total', 'Requests refused by AllowedIPs or BlockedIPs', [], () => [[{}, s.guards.ipFilter.blocked]]);
+      followingCounter(prom, registry, 'file_server_rate_limited_total', 'Requests answered 429, by limit: general (RequestsPerMinute) or auth_failures', ['limit'], () =>
         s.guards.rateLimit
           ? [
               [{ limit: 'general' }, s.guards.rateLimit.limited],
@@ -196,7 +201,7 @@ export function createMetrics(registry: Registry, options: { defaultTenant: stri
             ]
           : [],
       );
-      followingCounter(registry, 'file_server_fail2ban_bans_total', 'Bans asked of fail2ban-client, by result', ['result'], () =>
+      followingCounter(prom, registry, 'file_server_fail2ban_bans_total', 'Bans asked of fail2ban-client, by result', ['result'], () =>
         s.guards.bans
           ? [
               [{ result: 'banned' }, s.guards.bans.banned],
@@ -204,14 +209,14 @@ export function createMetrics(registry: Registry, options: { defaultTenant: stri
             ]
           : [],
       );
-      followingCounter(registry, 'file_server_nginx_refusals_total', "Answers nginx gave by itself, counted against their client (IPSource = nginx-log)", [], () =>
+      followingCounter(prom, registry, 'file_server_nginx_refusals_total', "Answers nginx gave by itself, counted against their client (IPSource = nginx-log)", [], () =>
         s.guards.nginxLog ? [[{}, s.guards.nginxLog.counted]] : [],
       );
-      followingCounter(registry, 'file_server_admission_total', 'Uploads that had to wait for a place (queued) or were turned away (refused)', ['result'], () => [
+      followingCounter(prom, registry, 'file_server_admission_total', 'Uploads that had to wait for a place (queued) or were turned away (refused)', ['result'], () => [
         [{ result: 'queued' }, s.guards.admission.queued],
         [{ result: 'refused' }, s.guards.admission.refused],
       ]);
-      followingCounter(registry, 'file_server_connections_refused_total', 'Connections or proxied requests refused by MaxConnectionsPerIP', [], () => [[{}, s.connections.refused]]);
+      followingCounter(prom, registry, 'file_server_connections_refused_total', 'Connections or proxied requests refused by MaxConnectionsPerIP', [], () => [[{}, s.connections.refused]]);
     },
   };
 }

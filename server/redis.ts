@@ -1,6 +1,8 @@
 // The Redis client, built once from config: a plain address or Sentinels. Calls fail at once while Redis is
 // away (no offline queue, one short timeout) so that no upload waits on it; the client reconnects by itself.
-import { Redis, type RedisOptions } from 'ioredis';
+// ioredis is imported by createRedis, not here: it weighs several MiB, and a server without RedisEnabled never
+// needs it.
+import type { Redis, RedisOptions } from 'ioredis';
 import type { Config } from './config.js';
 
 const COMMAND_TIMEOUT_MS = 1000;
@@ -10,7 +12,8 @@ function hostPort(address: string, defaultPort: number): { host: string; port: n
   return at === -1 ? { host: address, port: defaultPort } : { host: address.slice(0, at), port: Number(address.slice(at + 1)) };
 }
 
-export function createRedis(config: Pick<Config, 'RedisAddr' | 'RedisPassword' | 'RedisDBIndex' | 'RedisSentinels' | 'RedisSentinelName'>): Redis {
+export async function createRedis(config: Pick<Config, 'RedisAddr' | 'RedisPassword' | 'RedisDBIndex' | 'RedisSentinels' | 'RedisSentinelName'>): Promise<Redis> {
+  const { Redis } = await import('ioredis');
   const common: RedisOptions = {
     db: config.RedisDBIndex,
     ...(config.RedisPassword ? { password: config.RedisPassword } : {}),

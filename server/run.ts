@@ -22,7 +22,6 @@ import { RedisDedupIndex } from '../stores/dedup-index-redis.js';
 import { createRedis } from './redis.js';
 import type { Redis } from 'ioredis';
 import { createGuards, type Guards } from './guards.js';
-import { Registry } from 'prom-client';
 import { createMetrics, type Metrics } from './metrics.js';
 import { startMetricsListener, storeWritable } from './metrics-listener.js';
 import { addressMatcher } from './address-list.js';
@@ -52,7 +51,7 @@ export interface RunningServer extends Listener {
 /** One Redis client for everything that shares state through it (the dedup index, the rate limits). */
 async function connectRedis(config: Config, logger: Logger): Promise<Redis | undefined> {
   if (!config.RedisEnabled || (!config.DeduplicationEnabled && !config.EnableRateLimiting)) return undefined;
-  const redis = createRedis(config);
+  const redis = await createRedis(config);
   redis.on('error', (err: Error) => logger.debug('redis.error', { cause: err.message }));
   // Give the first connection a moment, so a healthy Redis serves from the first request; a Redis that is
   // down does not hold the start (uploads are stored without dedup, limits kept in memory, until it answers).
@@ -112,7 +111,9 @@ export async function startServer(config: Config, logger: Logger, options: Start
     }),
   );
   const keys = keyRingFrom(config);
-  const metrics = config.MetricsEnabled ? createMetrics(new Registry(), { defaultTenant: config.UploadSubDir }) : undefined;
+  // prom-client (and the OpenTelemetry API it pulls in) only with MetricsEnabled: an unscraped server has no use for it.
+  const prom = config.MetricsEnabled ? await import('prom-client') : undefined;
+  const metrics = prom ? createMetrics(prom, new prom.Registry(), { defaultTenant: config.UploadSubDir }) : undefined;
   const scan = config.ClamAVEnabled
     ? createScanGate({
         scanner: new ClamdScanner(clamdAddress(config.ClamAVSocket), config.ClamAVTimeout),
