@@ -19,6 +19,7 @@ import type { Admission } from '../server/admission.js';
 import { newEncryption, cipherFor } from '../stores/at-rest.js';
 import type { KeyRing } from '../stores/key-ring.js';
 import { receiveToStaging } from '../stores/staging.js';
+import { writeBufferFor } from '../stores/file-sink.js';
 import { sendDownload } from './download.js';
 import { allowedMethods, legacyHeaders } from './legacy-headers.js';
 import { HmacQueryVerifier, macMatchesAny, versionsMessage } from './slot-verifier-hmac.js';
@@ -111,7 +112,7 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
       staged = await receiveToStaging(req, {
         stagingPath: deps.layout.newStagingPath(),
         expectedSize: size,
-        highWaterMark: deps.chunkSize,
+        highWaterMark: writeBufferFor(deps.chunkSize, deps.admission.state().active),
         stallMs: deps.stallMs,
         onChunk: (chunk) => digest.update(chunk),
         transforms: cipherFor(encryption?.key, encryption?.stored, 0),

@@ -78,6 +78,7 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
   const store = new CountingFileStore(config.StoreDir, {
     expirationMs: config.TusUploadExpiry,
     chunkSize: config.ChunkSize,
+    activeUploads: () => admission.state().active,
     counters,
     checksums,
     keys,

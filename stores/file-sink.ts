@@ -9,6 +9,18 @@ import { Writable } from 'node:stream';
 
 const SYNC_EVERY = 32 * 1024 * 1024;
 
+/** What all upload write buffers together should stay near when many bodies arrive at once. */
+const WRITE_BUDGET = 16 * 1024 * 1024;
+const SMALLEST_BUFFER = 64 * 1024;
+
+/**
+ * The write buffer of one upload: ChunkSize while few uploads arrive, less each when many do, so memory
+ * does not grow with ChunkSize times the number of bodies being received (never below 64 KiB, one socket read).
+ */
+export function writeBufferFor(chunkSize: number, activeUploads: number): number {
+  return Math.max(Math.min(SMALLEST_BUFFER, chunkSize), Math.min(chunkSize, Math.floor(WRITE_BUDGET / Math.max(1, activeUploads))));
+}
+
 export interface FileSinkOptions {
   /** "wx": a new staging file (exclusive); "r+": an existing file continued at start (tus). */
   flags: 'wx' | 'r+';

@@ -15,7 +15,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Upload } from '@tus/utils';
 import { HttpError, httpError } from '../server/errors.js';
-import { fileSink } from './file-sink.js';
+import { fileSink, writeBufferFor } from './file-sink.js';
 import { intake } from './intake.js';
 import { TusRecords } from './tus-records.js';
 import path from 'node:path';
@@ -88,6 +88,8 @@ export class CountingFileStore extends FileStore {
       /** Upload-Expires and the 410 for PATCHes after it; deleting is sweepTusUploads' job. */
       expirationMs: number;
       chunkSize: number;
+      /** How many upload bodies are being received now (the admission's count), for the write buffer's size. */
+      activeUploads: () => number;
       counters: TusCounters;
       checksums: AsyncLocalStorage<ExpectedChecksum>;
       keys: KeyRing;
@@ -188,7 +190,7 @@ export class CountingFileStore extends FileStore {
     // Ids reach the store only after the router matched UPLOAD_ID, so this stays inside the directory.
     const file = path.join(this.directory, id);
     // Not durable per PATCH: the commit syncs the finished file (syncFile) before it links it.
-    const sink = fileSink(file, { flags: 'r+', start: offset, durable: false, highWaterMark: this.options.chunkSize });
+    const sink = fileSink(file, { flags: 'r+', start: offset, durable: false, highWaterMark: writeBufferFor(this.options.chunkSize, this.options.activeUploads()) });
     let sinkError: unknown;
     sink.once('error', (err) => (sinkError ??= err));
     try {
