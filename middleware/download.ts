@@ -85,7 +85,9 @@ export async function sendDownload(req: Request, res: Response, file: OpenFile, 
       res.end();
       return;
     }
-    await send(file.stream(start, end), res);
+    const short = file.readShort(start, end);
+    if (short) res.end(await short);
+    else await send(file.stream(start, end), res);
   } finally {
     await file.close();
   }

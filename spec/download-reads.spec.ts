@@ -10,6 +10,9 @@ import { rawRequest, signedPut } from './helpers/http.js';
 import { exchange, head } from './helpers/socket.js';
 import { startTestServer, TEST_SECRET, type TestServer } from './helpers/test-server.js';
 import { MetadataCache } from '../stores/metadata-cache.js';
+import { openStored } from '../stores/committed-files.js';
+import { keyRingFrom } from '../stores/key-ring.js';
+import { truncate, writeFile } from 'node:fs/promises';
 
 const DELETE_SECRET = 'delete-secret';
 const deleteToken = (p: string) => hmacHex(TEST_SECRET, `${p}\0${DELETE_SECRET}`);
@@ -85,6 +88,26 @@ describe('the metadata cache', () => {
       // Shared between requests: nobody can change an answer for the next one.
       const meta = await cache.read(path.join(dir, 'a'), 'id-a2');
       assert.throws(() => ((meta as { size: number }).size = 5), TypeError);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('short reads of stored files', () => {
+  it('answers a short range in one read, and fails as damaged when the file shrank after it was opened', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'hfs-short-'));
+    try {
+      const file = path.join(dir, 'data');
+      const bytes = randomBytes(1000);
+      await writeFile(file, bytes);
+      const meta = { path: 'x/data', size: 1000, contentType: 'application/octet-stream', createdAt: new Date().toISOString() };
+      const policy = { keys: keyRingFrom({ Secret: 's', AESEnabled: false, XOREnabled: false, Method: 'aes', AESKey: '', XORKey: '', PreviousAESKeys: [], PreviousXORKeys: [] }), verifyPlaintext: false };
+      const intact = await openStored(file, meta, policy, 'x/data');
+      assert.deepEqual(await intact!.readShort(10, 19), bytes.subarray(10, 20));
+      const shrinking = await openStored(file, meta, policy, 'x/data');
+      await truncate(file, 500);
+      await assert.rejects(shrinking!.readShort(400, 599)!, { code: 'E_INTEGRITY' });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
