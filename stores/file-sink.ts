@@ -37,6 +37,8 @@ function writeAll(fd: number, buffers: Buffer[], position: number, callback: (er
     if (err) return callback(err, done);
     const total = buffers.reduce((sum, b) => sum + b.length, 0);
     if (written >= total) return callback(null, done + written);
+    // Nothing written and no error: never retry forever on a file that takes no bytes.
+    if (written === 0) return callback(Object.assign(new Error('write took no bytes'), { code: 'ENOSPC' }), done);
     // A short write (a disk filling up): the rest goes again, and the next write reports the error.
     let skip = written;
     const rest: Buffer[] = [];
