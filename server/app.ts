@@ -19,7 +19,7 @@ import type { Guards } from './guards.js';
 import type { Metrics } from './metrics.js';
 import { attachAbuseEvents } from '../middleware/request-info.js';
 import { requestLog } from '../middleware/request-log.js';
-import { CommittedFiles } from '../stores/committed-files.js';
+import type { CommittedFiles, ReadPolicy } from '../stores/committed-files.js';
 import type { FileLayout } from '../stores/file-layout.js';
 import type { MetadataCache } from '../stores/metadata-cache.js';
 import type { KeyRing } from '../stores/key-ring.js';
@@ -39,7 +39,11 @@ export interface AppDeps {
   tenants: readonly TenantStore[];
   /** Encryption at rest: the current key (if on) and every key old files may need. */
   keys: KeyRing;
-  /** Parsed metadata of recently served files, dropped by every commit and removal. */
+  /** How stored bytes are read (keys, VerifyPlaintextDownloads), for kept versions. */
+  readPolicy: ReadPolicy;
+  /** Committed files of each tenant prefix, sharing metadataCache. */
+  files: ReadonlyMap<string, CommittedFiles>;
+  /** Parsed metadata of recently served files, dropped by every commit. */
   metadataCache: MetadataCache;
   /** Virus scanning inside commitUpload(); absent when ClamAVEnabled is off. */
   scan?: ScanGate;
@@ -61,7 +65,7 @@ export interface App {
   tus?: TusDoor;
 }
 
-export function createApp({ config, logger, tenants, keys, metadataCache, scan, dedup, cap, guards, metrics }: AppDeps): App {
+export function createApp({ config, logger, tenants, keys, readPolicy, files, metadataCache, scan, dedup, cap, guards, metrics }: AppDeps): App {
   const app = express();
   app.disable('x-powered-by');
   app.set('case sensitive routing', true);
@@ -77,7 +81,6 @@ export function createApp({ config, logger, tenants, keys, metadataCache, scan, 
   app.set('etag', false);
 
   const commits: CommitCounters = { versionsPruned: 0 };
-  const readPolicy = { keys, verifyPlaintext: config.VerifyPlaintextDownloads };
   const commitUpload = createCommitUpload({
     logger,
     metadataCache,
@@ -108,7 +111,7 @@ export function createApp({ config, logger, tenants, keys, metadataCache, scan, 
   let tus: TusDoor | undefined;
   const defaultTenant = tenants.find((t) => t.tenant.prefix === config.UploadSubDir);
   if ((config.ResumableUploadsEnabled || config.ChunkedUploadsEnabled) && defaultTenant) {
-    tus = createTusDoor({ config, logger, keys, layout: defaultTenant.layout, files: new CommittedFiles(defaultTenant.layout, readPolicy, { release, cache: metadataCache }), release, commitUpload, admission: guards.admission });
+    tus = createTusDoor({ config, logger, keys, layout: defaultTenant.layout, files: files.get(defaultTenant.tenant.prefix)!, release, commitUpload, admission: guards.admission });
     app.use(config.TusPath.slice(0, -1), tus.router);
   }
   app.use(
@@ -118,7 +121,7 @@ export function createApp({ config, logger, tenants, keys, metadataCache, scan, 
         router: legacyRouter({
           tenant,
           layout,
-          files: new CommittedFiles(layout, readPolicy, { release, cache: metadataCache }),
+          files: files.get(tenant.prefix)!,
           readPolicy,
           release,
           keys,

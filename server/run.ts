@@ -132,9 +132,12 @@ export async function startServer(config: Config, logger: Logger, options: Start
   const release = dedup ? (blob: BlobRef) => dedup.release(blob) : undefined;
   const cap = createConnectionCap(config.MaxConnectionsPerIP, addressMatcher(config.TrustedProxies));
   const guards = createGuards({ config, logger, ...(redis ? { redis } : {}), ...(options.configFile !== undefined ? { configFile: options.configFile } : {}) });
-  // One for the process, so what the expiry sweep removes is dropped where downloads look.
+  // One reader per tenant and one metadata cache for the process, shared by downloads, the doors' removals and
+  // the expiry sweep, so whatever removes a file drops it where downloads look.
   const metadataCache = new MetadataCache();
-  const { app, tus, commits } = createApp({ config, logger, tenants, keys, metadataCache, cap, guards, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}), ...(metrics ? { metrics } : {}) });
+  const readPolicy = { keys, verifyPlaintext: config.VerifyPlaintextDownloads };
+  const files = new Map(tenants.map(({ tenant, layout }) => [tenant.prefix, new CommittedFiles(layout, readPolicy, { ...(release ? { release } : {}), cache: metadataCache })]));
+  const { app, tus, commits } = createApp({ config, logger, tenants, keys, readPolicy, files, metadataCache, cap, guards, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}), ...(metrics ? { metrics } : {}) });
   // Staging files that outlived ReadTimeout belong to no request any more (a crash, a kill): sweep them now
   // and then every hour.
   const stagingAge = config.ReadTimeout > 0 ? config.ReadTimeout : 24 * 3_600_000;
@@ -146,7 +149,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
   const expiryDeps = {
     metaDir: tenants[0]!.layout.metaDir,
     versionsDir: tenants[0]!.layout.versionsDir,
-    files: new Map(tenants.map(({ tenant, layout }) => [tenant.prefix, new CommittedFiles(layout, { keys, verifyPlaintext: config.VerifyPlaintextDownloads }, { release, cache: metadataCache })])),
+    files,
     release,
     defaultPrefix: config.UploadSubDir,
     fileTtlMs: config.FileTTL,

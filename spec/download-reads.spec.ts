@@ -52,13 +52,40 @@ describe('downloads and other instances on the same StoreDir', () => {
     });
   }
 
-  it('answers 404 at once for a file the other instance deleted', async () => {
+  it('answers 404 at once for a file the other instance deleted, and serves its next upload as new', async () => {
     const slot = 'deleted/file.bin';
-    assert.equal((await signedPut(a, slot, randomBytes(1000))).status, 201);
-    assert.equal((await rawRequest(a.url, 'GET', `/upload/${slot}`)).status, 200);
+    const bytes = randomBytes(1000);
+    assert.equal((await signedPut(a, slot, bytes)).status, 201);
+    const first = await rawRequest(a.url, 'GET', `/upload/${slot}`);
     assert.equal((await rawRequest(a.url, 'GET', `/upload/${slot}`)).status, 200);
     assert.equal((await rawRequest(b.url, 'DELETE', `/upload/${slot}?token=${deleteToken(slot)}`)).status, 204);
     assert.equal((await rawRequest(a.url, 'GET', `/upload/${slot}`)).status, 404);
+    // The same bytes under the same name again: a new commit, which A must not take for the old one.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.equal((await signedPut(b, slot, bytes)).status, 201);
+    const again = await rawRequest(a.url, 'GET', `/upload/${slot}`);
+    assert.deepEqual(again.body, bytes);
+    assert.notEqual(again.headers.etag, first.headers.etag, 'the new commit has its own ETag');
+  });
+});
+
+describe('downloads of a deduplicated file uploaded again', () => {
+  it('serve the new commit at once, though its bytes are the same blob', async () => {
+    const server = await startTestServer({ DeduplicationEnabled: true, EnableVersioning: true });
+    try {
+      const slot = 'dedup/same.bin';
+      const bytes = randomBytes(4096);
+      assert.equal((await signedPut(server, slot, bytes)).status, 201);
+      const before = await rawRequest(server.url, 'GET', `/upload/${slot}`);
+      assert.equal((await rawRequest(server.url, 'GET', `/upload/${slot}`, { Range: 'bytes=0-9' })).status, 206);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      assert.equal((await signedPut(server, slot, bytes)).status, 201);
+      const after = await rawRequest(server.url, 'GET', `/upload/${slot}`);
+      assert.deepEqual(after.body, bytes);
+      assert.notEqual(after.headers.etag, before.headers.etag, 'the new commit has its own ETag');
+    } finally {
+      await server.close();
+    }
   });
 });
 
