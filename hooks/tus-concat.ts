@@ -1,19 +1,26 @@
-// tus concatenation extension, final step: "Upload-Concat: final;<url> <url> …" joins finished partial
-// uploads of the same subject into one new upload, which is then committed like any other. @tus/server
-// answers 501 to Upload-Concat, so the router sends such a POST here instead.
+// tus concatenation extension, final step: "Upload-Concat: final;<url> <url> …" joins partial uploads of the
+// same subject into one new upload, which is then committed like any other. @tus/server answers 501 to
+// Upload-Concat, so the router sends such a POST here instead.
+//
+// concatenation-unfinished: a final upload may name partials that are still being uploaded. It is then
+// created at once and waits; the join happens by itself when its last partial finishes, or, after a restart
+// (the waiting list lives in memory), at the next HEAD of the final upload, which is how a client learns
+// that it is done. Partials are removed once no waiting final upload names them any more.
 import type { IncomingMessage } from 'node:http';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { Metadata, Uid, Upload } from '@tus/utils';
 import { httpError, toHttp } from '../server/errors.js';
+import type { Logger } from '../server/logger.js';
 import type { Grant } from '../middleware/upload-grant.js';
 import { UPLOAD_ID, type CountingFileStore } from '../stores/tus-store.js';
-import { CONCAT_KEY, OWNER_KEY, PARTIAL_KEY, TusHookError, type createTusHooks } from './tus-hooks.js';
+import { COMMITTED_KEY, CONCAT_KEY, LIMIT_KEY, OWNER_KEY, PARTIAL_KEY, PARTS_KEY, TusHookError, type createTusHooks, type TusRequest } from './tus-hooks.js';
 
 export interface ConcatDeps {
   store: CountingFileStore;
   hooks: ReturnType<typeof createTusHooks>;
+  logger: Logger;
   /** TusPath, e.g. "/files/". */
   tusPath: string;
   maxUploadSize: number;
@@ -45,54 +52,175 @@ function partialIds(urls: string[], tusPath: string): string[] {
   });
 }
 
-export async function concatenateFinal(deps: ConcatDeps, req: IncomingMessage, grant: Grant, concatHeader: string, metadataHeader: string | undefined): Promise<ConcatResult> {
-  // tus 1.0.0, Concatenation: "The Client MUST NOT include the Upload-Length header in the final upload creation."
-  if (req.headers['upload-length'] !== undefined) throw httpError('E_BAD_REQUEST', { message: 'Upload-Length must not be sent with Upload-Concat: final' });
-  const urls = partialUrls(concatHeader);
-  const ids = partialIds(urls, deps.tusPath);
-  // "Response to HEAD request against partial or final upload MUST include the Upload-Concat header and its
-  // value as received in the upload creation request."
-  const concat = `final;${urls.join(' ')}`;
-  const parts: Array<{ id: string; size: number }> = [];
-  for (const id of ids) {
-    const record = await deps.store.configstore.get(id);
-    if (!record?.metadata?.[PARTIAL_KEY]) throw httpError('E_BAD_REQUEST', { message: 'Upload-Concat names an unknown partial upload' });
-    if (record.metadata[OWNER_KEY] !== grant.subject) throw httpError('E_FORBIDDEN');
-    const dataPath = path.join(deps.store.directory, id);
-    const { size } = await stat(dataPath);
-    // "The Server MUST NOT concatenate partial uploads that are not finished."
-    if (record.size === undefined || size !== record.size) throw httpError('E_BAD_REQUEST', { message: 'Partial upload not finished' });
-    parts.push({ id, size });
-  }
-  const total = parts.reduce((sum, part) => sum + part.size, 0);
-  if (total > Math.min(deps.maxUploadSize, grant.maxSize)) throw httpError('E_TOO_LARGE');
-  let metadata: Record<string, string | null> | undefined;
-  try {
-    metadata = metadataHeader ? Metadata.parse(metadataHeader) : undefined;
-  } catch {
-    throw httpError('E_BAD_REQUEST', { message: 'Invalid Upload-Metadata' });
+/** Whether an upload is a final one that has not been joined yet. */
+export function isWaitingFinal(metadata: Readonly<Record<string, string | null>> | undefined): boolean {
+  return Boolean(metadata?.[PARTS_KEY]) && !metadata?.[COMMITTED_KEY];
+}
+
+type PartState = { state: 'gone' } | { state: 'unfinished'; size: number | undefined } | { state: 'finished'; size: number };
+
+export class Concatenations {
+  /** Partial id → the final uploads waiting for it (in this process). */
+  private readonly waiting = new Map<string, Set<string>>();
+  /** Final uploads being joined now: every trigger of the same one shares the first one's work. */
+  private readonly joining = new Map<string, Promise<Record<string, string> | undefined>>();
+
+  constructor(private readonly deps: ConcatDeps) {}
+
+  private async partOf(id: string, owner: string | undefined): Promise<PartState> {
+    const record = await this.deps.store.configstore.get(id);
+    if (!record?.metadata?.[PARTIAL_KEY] || record.metadata[OWNER_KEY] !== owner) return { state: 'gone' };
+    const received = await stat(path.join(this.deps.store.directory, id)).then(
+      (s) => s.size,
+      () => undefined,
+    );
+    if (received === undefined) return { state: 'gone' };
+    return record.size !== undefined && received === record.size ? { state: 'finished', size: record.size } : { state: 'unfinished', size: record.size };
   }
 
-  const tusReq = { runtime: { node: { req } } };
-  const upload = new Upload({ id: Uid.rand(), size: total, offset: 0, metadata });
-  try {
-    upload.metadata = { ...(await deps.hooks.onUploadCreate(tusReq, upload)).metadata, [CONCAT_KEY]: concat };
-    await deps.store.create(upload);
-    // Each partial is decrypted with its own IV; the final upload's write encrypts with its own.
-    const store = deps.store;
-    const joined = Readable.from(
-      (async function* () {
-        for (const part of parts) yield* await store.plaintextOf(part.id);
-      })(),
-    );
-    upload.offset = await deps.store.write(joined, upload.id, 0);
-    const written = await deps.store.getUpload(upload.id);
-    const { headers } = await deps.hooks.onUploadFinish(tusReq, written);
-    // "The Server MAY delete partial uploads after concatenation."
-    await Promise.all(ids.map((id) => deps.store.remove(id).catch(() => undefined)));
-    return { id: upload.id, headers: { ...headers, 'Upload-Concat': concat } };
-  } catch (err) {
-    await deps.store.remove(upload.id).catch(() => undefined);
-    throw err instanceof TusHookError ? toHttp(err.cause) : err;
+  private limitOf(grant: Grant): number {
+    return Math.min(this.deps.maxUploadSize, grant.maxSize);
+  }
+
+  /** Creates the final upload of an "Upload-Concat: final;…" POST; joined at once when its partials are finished. */
+  async create(req: IncomingMessage, grant: Grant, concatHeader: string, metadataHeader: string | undefined): Promise<ConcatResult> {
+    const { store } = this.deps;
+    // tus 1.0.0, Concatenation: "The Client MUST NOT include the Upload-Length header in the final upload creation."
+    if (req.headers['upload-length'] !== undefined) throw httpError('E_BAD_REQUEST', { message: 'Upload-Length must not be sent with Upload-Concat: final' });
+    const urls = partialUrls(concatHeader);
+    const ids = partialIds(urls, this.deps.tusPath);
+    // "Response to HEAD request against partial or final upload MUST include the Upload-Concat header and its
+    // value as received in the upload creation request."
+    const concat = `final;${urls.join(' ')}`;
+    const sizes: Array<number | undefined> = [];
+    for (const id of ids) {
+      const record = await store.configstore.get(id);
+      if (!record?.metadata?.[PARTIAL_KEY]) throw httpError('E_BAD_REQUEST', { message: 'Upload-Concat names an unknown partial upload' });
+      if (record.metadata[OWNER_KEY] !== grant.subject) throw httpError('E_FORBIDDEN');
+      sizes.push(record.size);
+    }
+    const limit = this.limitOf(grant);
+    if (sizes.every((size) => size !== undefined) && sizes.reduce((sum, size) => sum + size, 0) > limit) throw httpError('E_TOO_LARGE');
+    let metadata: Record<string, string | null> | undefined;
+    try {
+      // "When creating a new final upload the partial uploads' metadata SHALL NOT be transferred to the new
+      // final upload": what the final shows and is named by is what its own creation sent.
+      metadata = metadataHeader ? Metadata.parse(metadataHeader) : undefined;
+    } catch {
+      throw httpError('E_BAD_REQUEST', { message: 'Invalid Upload-Metadata' });
+    }
+
+    const tusReq: TusRequest = { runtime: { node: { req } } };
+    // No size until it is joined: a HEAD before then has no Upload-Offset to report.
+    const upload = new Upload({ id: Uid.rand(), offset: 0, metadata });
+    try {
+      upload.metadata = { ...(await this.deps.hooks.onUploadCreate(tusReq, upload)).metadata, [CONCAT_KEY]: concat, [PARTS_KEY]: ids.join(' '), [LIMIT_KEY]: String(limit) };
+    } catch (err) {
+      throw err instanceof TusHookError ? toHttp(err.cause) : err;
+    }
+    await store.create(upload);
+    for (const id of ids) {
+      const finals = this.waiting.get(id) ?? new Set<string>();
+      finals.add(upload.id);
+      this.waiting.set(id, finals);
+    }
+    const joined = await this.settle(upload.id, tusReq);
+    if (joined) return { id: upload.id, headers: { ...joined, 'Upload-Concat': concat } };
+    const expiration = store.getExpiration();
+    const headers: Record<string, string> = { 'Upload-Concat': concat };
+    if (expiration > 0) headers['Upload-Expires'] = new Date(Date.now() + expiration).toUTCString();
+    return { id: upload.id, headers };
+  }
+
+  /** The sum of a waiting final upload's partial lengths, when every one of them is known. */
+  async lengthOf(finalId: string): Promise<number | undefined> {
+    const record = await this.deps.store.configstore.get(finalId);
+    const ids = record?.metadata?.[PARTS_KEY]?.split(' ') ?? [];
+    let total = 0;
+    for (const id of ids) {
+      const size = (await this.deps.store.configstore.get(id))?.size;
+      if (size === undefined) return undefined;
+      total += size;
+    }
+    return total;
+  }
+
+  /** A partial upload received its last byte: join the final uploads that were waiting for it. */
+  partialFinished(id: string, req: TusRequest): void {
+    for (const finalId of this.waiting.get(id) ?? []) {
+      // Not awaited: the partial's PATCH is answered now; the final's HEAD waits for the join.
+      this.settle(finalId, req).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Joins a final upload if every partial it names is finished: the commit's headers (X-Download-URL) when
+   * it was joined now, undefined when it waits, was joined before or is gone. A join that fails removes the
+   * final upload (it could never finish) and is thrown.
+   */
+  settle(finalId: string, req: TusRequest): Promise<Record<string, string> | undefined> {
+    let run = this.joining.get(finalId);
+    if (!run) {
+      run = this.join(finalId, req).finally(() => this.joining.delete(finalId));
+      this.joining.set(finalId, run);
+    }
+    return run;
+  }
+
+  private async join(finalId: string, req: TusRequest): Promise<Record<string, string> | undefined> {
+    const { store } = this.deps;
+    const record = await store.configstore.get(finalId);
+    if (!record?.metadata || !isWaitingFinal(record.metadata)) return undefined;
+    const ids = record.metadata[PARTS_KEY]!.split(' ');
+    try {
+      const parts: PartState[] = [];
+      for (const id of ids) parts.push(await this.partOf(id, record.metadata[OWNER_KEY] ?? undefined));
+      // "The Server MUST NOT concatenate partial uploads that are not finished": it waits for them.
+      if (parts.some((part) => part.state === 'unfinished')) return undefined;
+      if (parts.some((part) => part.state === 'gone')) throw httpError('E_BAD_REQUEST', { message: 'A partial upload of this final upload is gone' });
+      const total = parts.reduce((sum, part) => sum + (part as { size: number }).size, 0);
+      if (total > Number(record.metadata[LIMIT_KEY] ?? this.deps.maxUploadSize)) throw httpError('E_TOO_LARGE');
+      record.size = total;
+      await store.configstore.set(finalId, record);
+      // Each partial is decrypted with its own IV; the final upload's write encrypts with its own.
+      const joined = Readable.from(
+        (async function* () {
+          for (const id of ids) yield* await store.plaintextOf(id);
+        })(),
+      );
+      await store.write(joined, finalId, 0);
+      const { headers } = await this.deps.hooks.onUploadFinish(req, await store.getUpload(finalId));
+      this.done(finalId, ids);
+      // "The Server MAY delete partial uploads after concatenation. They MAY however be used multiple times to
+      // form a final resource": kept while another final upload waits for them.
+      await Promise.all(ids.filter((id) => !this.waiting.has(id)).map((id) => store.remove(id).catch(() => undefined)));
+      return headers;
+    } catch (err) {
+      this.done(finalId, ids);
+      await store.remove(finalId).catch(() => undefined);
+      this.deps.logger.info('tus.concat_failed', { id: finalId, code: toHttp(err).code });
+      throw err instanceof TusHookError ? toHttp(err.cause) : err;
+    }
+  }
+
+  /** Forgets final uploads that are gone (expired, or deleted by their owner) while they waited. */
+  async forgetGone(): Promise<void> {
+    const finals = new Set([...this.waiting.values()].flatMap((waiting) => [...waiting]));
+    for (const id of finals) {
+      if (!(await this.deps.store.configstore.get(id))) this.done(id, [...this.waiting.keys()]);
+    }
+  }
+
+  /** How many final uploads wait in this process (for tests). */
+  get waitingCount(): number {
+    return new Set([...this.waiting.values()].flatMap((waiting) => [...waiting])).size;
+  }
+
+  private done(finalId: string, ids: readonly string[]): void {
+    for (const id of ids) {
+      const finals = this.waiting.get(id);
+      finals?.delete(finalId);
+      if (finals?.size === 0) this.waiting.delete(id);
+    }
   }
 }

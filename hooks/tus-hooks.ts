@@ -28,6 +28,10 @@ export const COMMITTED_KEY = 'hfs_committed';
 export const PARTIAL_KEY = 'hfs_partial';
 /** A final upload (Upload-Concat: final;…): the header's value, normalised, echoed on every HEAD. */
 export const CONCAT_KEY = 'hfs_concat';
+/** A final upload's partial ids, in order, space-separated: present until it is joined (concatenation-unfinished). */
+export const PARTS_KEY = 'hfs_parts';
+/** A final upload's size limit (the creating grant's within MaxUploadSize), for a join that happens later. */
+export const LIMIT_KEY = 'hfs_limit';
 
 /** A few common types, for naming an upload that came without a filename: "<id>" plus this extension. */
 const EXTENSIONS: Readonly<Record<string, string>> = {
@@ -76,6 +80,8 @@ export interface TusHookDeps {
   allowedExtensions: readonly string[];
   maxUploadSize: number;
   uploadSubDir: string;
+  /** A partial upload received its last byte (final uploads may be waiting for it). */
+  onPartialFinished(id: string, req: TusRequest): void;
 }
 
 /** @tus/server answers a hook's error with its status_code and body; ours carry the same public text. */
@@ -148,7 +154,10 @@ export function createTusHooks(deps: TusHookDeps) {
       if (res && !res.headersSent) res.removeHeader('Upload-Expires');
       // The library hands over what it shows clients (store.getUpload); our keys are in the record.
       const record = await deps.store.configstore.get(finished.id);
-      if (record?.metadata?.[PARTIAL_KEY]) return { headers: {} };
+      if (record?.metadata?.[PARTIAL_KEY]) {
+        deps.onPartialFinished(finished.id, req);
+        return { headers: {} };
+      }
       const upload = { ...finished, metadata: record?.metadata ?? {} } as Upload;
       const lock = deps.locker.newLock(upload.id);
       await lock.lock(new AbortController().signal, () => undefined);

@@ -6,10 +6,10 @@ import type { AsyncLocalStorage } from 'node:async_hooks';
 import type { IncomingMessage } from 'node:http';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { Router, type Request, type RequestHandler } from 'express';
+import { Router, type Request, type RequestHandler, type Response } from 'express';
 import type { Server as TusServer } from '@tus/server';
 import type { FileStore } from '@tus/file-store';
-import type { Locker, Upload } from '@tus/utils';
+import { Metadata, type Locker, type Upload } from '@tus/utils';
 import { httpError } from '../server/errors.js';
 import type { Logger } from '../server/logger.js';
 import { clientIp, logRefusal, requestPath } from './request-info.js';
@@ -17,8 +17,8 @@ import { COMMITTED_KEY, CONCAT_KEY, OWNER_KEY, PARTIAL_KEY, TARGET_KEY } from '.
 import type { CommittedFiles } from '../stores/committed-files.js';
 import type { FileLayout } from '../stores/file-layout.js';
 import { removeAllVersions, type ReleaseBlob } from '../stores/versions.js';
-import type { ConcatResult } from '../hooks/tus-concat.js';
-import { CHECKSUM_ALGORITHMS, UPLOAD_ID, type ChecksumAlgorithm, type ExpectedChecksum } from '../stores/tus-store.js';
+import { isWaitingFinal, type Concatenations } from '../hooks/tus-concat.js';
+import { CHECKSUM_ALGORITHMS, UPLOAD_ID, clientMetadata, type ChecksumAlgorithm, type ExpectedChecksum } from '../stores/tus-store.js';
 import { sendDownload } from './download.js';
 import { announcesBody } from './body-gate.js';
 import { note } from './request-notes.js';
@@ -43,7 +43,8 @@ export interface TusRouterDeps {
   partials: WeakSet<IncomingMessage>;
   /** NumWorkers and UploadQueueSize: a PATCH or creation-with-upload body is read only once admitted. */
   admission: Admission;
-  concatenate(req: IncomingMessage, grant: Grant, concatHeader: string, metadataHeader: string | undefined): Promise<ConcatResult>;
+  /** Final uploads (Upload-Concat: final;…): created, and joined when their partials are finished. */
+  concatenations: Concatenations;
   /** The library's locker: a DELETE of a finished upload takes the same lock as its PATCHes and its commit. */
   locker: Locker;
   /** The upload tree the committed files live in (for their versions). */
@@ -147,13 +148,39 @@ export function tusRouter(deps: TusRouterDeps): Router {
     deps.terminated();
   };
 
+  /**
+   * A final upload that has not been joined may have all its partials finished by now: a GET or HEAD joins it
+   * first (which also finishes one whose partials finished before a restart). Its record afterwards; a join
+   * that failed removed it.
+   */
+  const settled = async (req: Request, id: string): Promise<Upload> => {
+    await deps.concatenations.settle(id, { runtime: { node: { req } } }).catch(() => undefined);
+    const record = await deps.store.configstore.get(id);
+    if (!record) throw httpError('E_NOT_FOUND');
+    return record;
+  };
+
+  /**
+   * HEAD of a final upload still waiting for its partials. tus 1.0.0, Concatenation: "The response to a HEAD
+   * request for a final upload SHOULD NOT contain the Upload-Offset header unless the concatenation has been
+   * successfully finished."
+   */
+  const answerWaitingFinal = async (res: Response, id: string, metadata: Readonly<Record<string, string | null>>): Promise<void> => {
+    const length = await deps.concatenations.lengthOf(id);
+    if (length !== undefined) res.setHeader('Upload-Length', length);
+    const shown = clientMetadata(metadata);
+    if (shown) res.setHeader('Upload-Metadata', Metadata.stringify(shown));
+    res.status(200).set({ 'Tus-Resumable': TUS_VERSION, 'Cache-Control': 'no-store' }).end();
+  };
+
   const gate: RequestHandler = async (req, res, next) => {
     if (req.method === 'OPTIONS') return next();
     const id = idOf(req);
     if (id !== '' && !UPLOAD_ID.test(id)) throw httpError('E_NOT_FOUND');
     if (id === '' && req.method !== 'POST') throw httpError('E_METHOD', { headers: { Allow: 'POST, OPTIONS' } });
-    const record = id === '' ? undefined : await deps.store.configstore.get(id);
+    let record = id === '' ? undefined : await deps.store.configstore.get(id);
     if (id !== '' && !record) throw httpError('E_NOT_FOUND');
+    if (record && isWaitingFinal(record.metadata) && (req.method === 'GET' || req.method === 'HEAD')) record = await settled(req, id);
     const metadata = record?.metadata ?? {};
 
     if (req.method === 'GET') {
@@ -195,6 +222,7 @@ export function tusRouter(deps: TusRouterDeps): Router {
     if (req.method === 'HEAD') {
       const concatValue = metadata[PARTIAL_KEY] ? 'partial' : metadata[CONCAT_KEY];
       if (concatValue) res.setHeader('Upload-Concat', concatValue);
+      if (isWaitingFinal(metadata)) return answerWaitingFinal(res, id, metadata);
     }
     // tus 1.0.0: a body (PATCH, or creation-with-upload) "MUST" be application/offset+octet-stream.
     const hasBody = req.method === 'PATCH' || (req.method === 'POST' && Number(req.get('Content-Length') ?? 0) > 0);
@@ -211,7 +239,7 @@ export function tusRouter(deps: TusRouterDeps): Router {
         // requests." The library merges what we set here into its answer.
         res.setHeader('Upload-Concat', 'partial');
       } else {
-        const result = await deps.concatenate(req, grant, concat, req.get('Upload-Metadata'));
+        const result = await deps.concatenations.create(req, grant, concat, req.get('Upload-Metadata'));
         res.status(201).set({ ...result.headers, Location: `${deps.tusPath}${result.id}`, 'Tus-Resumable': TUS_VERSION }).end();
         return;
       }

@@ -11,7 +11,7 @@ import { MemoryLocker, Server as TusServer, EVENTS } from '@tus/server';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import type { CommitUpload } from '../hooks/commit-upload.js';
-import { concatenateFinal } from '../hooks/tus-concat.js';
+import { Concatenations } from '../hooks/tus-concat.js';
 import { createTusHooks, type TusRequest } from '../hooks/tus-hooks.js';
 import { tusRouter } from '../middleware/tus-router.js';
 import { grantKey, type Grant } from '../middleware/upload-grant.js';
@@ -26,6 +26,8 @@ export interface TusDoor {
   counters: TusCounters;
   /** Removes expired staging uploads now; also runs on a timer until stop(). */
   sweep(now?: number): Promise<number>;
+  /** Final uploads waiting for their partials in this process. */
+  waitingFinals(): number;
   stop(): void;
 }
 
@@ -89,6 +91,8 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
   const partials = new WeakSet<IncomingMessage>();
   const created = new WeakMap<IncomingMessage, string>();
   const hooks = createTusHooks({
+    // concatenations is made below, with these hooks; a partial finishes only once requests arrive.
+    onPartialFinished: (id, req) => concatenations.partialFinished(id, req),
     grants,
     partials,
     created,
@@ -102,6 +106,7 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
     maxUploadSize: config.MaxUploadSize,
     uploadSubDir: config.UploadSubDir,
   });
+  const concatenations = new Concatenations({ store, hooks, logger, tusPath: config.TusPath, maxUploadSize: config.MaxUploadSize });
   const tus = new TusServer({
     path: config.TusPath.slice(0, -1),
     datastore: store,
@@ -121,6 +126,7 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
 
   const sweep = async (now?: number) => {
     const removed = await sweepTusUploads(store, config.TusUploadExpiry, logger, now);
+    await concatenations.forgetGone();
     counters.expired += removed;
     return removed;
   };
@@ -144,11 +150,11 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
       layout,
       release,
       terminated: () => (counters.terminated += 1),
-      concatenate: (req, grant, concatHeader, metadataHeader) =>
-        concatenateFinal({ store, hooks, tusPath: config.TusPath, maxUploadSize: config.MaxUploadSize }, req, grant, concatHeader, metadataHeader),
+      concatenations,
     }),
     counters,
     sweep,
+    waitingFinals: () => concatenations.waitingCount,
     stop: () => clearInterval(timer),
   };
 }

@@ -1,7 +1,8 @@
 // tus 1.0.0 rules over raw HTTP (https://tus.io/protocols/resumable-upload): uploads without a filename,
 // Upload-Concat echoed, final uploads, Upload-Expires on every answer, termination of finished uploads.
 import assert from 'node:assert/strict';
-import { readdir } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { grantFor } from './helpers/tus-client.js';
 import { rawRequest, type RawResponse } from './helpers/http.js';
@@ -159,6 +160,163 @@ describe('tus rules: concatenation', () => {
     const location = created(final);
     for (const offset of [2, 0]) assert.equal((await tus.patch(location, offset, Buffer.from('!!'))).status, 403);
     assert.equal((await tus.get(String(final.headers['x-download-url']))).body.toString(), '12');
+  });
+});
+
+describe('tus rules: concatenation of unfinished partial uploads', () => {
+  const tus = tusSession({ TusUploadExpiry: '1h' });
+  const partial = async (extra: Record<string, string | number> = {}) => created(await tus.post({ 'Upload-Concat': 'partial', ...extra }));
+  const final = (locations: string[], fields: Record<string, string> = { filename: 'joined.txt' }) =>
+    tus.post({ 'Upload-Concat': `final;${locations.join(' ')}`, 'Upload-Metadata': meta(fields) });
+  const patched = async (location: string, offset: number, body: string, extra: Record<string, string | number> = {}) => {
+    const res = await tus.patch(location, offset, Buffer.from(body), extra);
+    assert.equal(res.status, 204, res.body.toString());
+  };
+
+  it('advertises concatenation-unfinished ("This feature MUST be explicitly announced by the Server")', async () => {
+    const res = await rawRequest(tus.server.url, 'OPTIONS', '/files/');
+    assert.ok(String(res.headers['tus-extension']).split(',').includes('concatenation-unfinished'), String(res.headers['tus-extension']));
+  });
+
+  // tus 1.0.0, Concatenation: "The Client MAY send the concatenation request while the partial uploads are still
+  // in progress." "The response to a HEAD request for a final upload SHOULD NOT contain the Upload-Offset header
+  // unless the concatenation has been successfully finished. After successful concatenation, the Upload-Offset
+  // and Upload-Length MUST be set and their values MUST be equal."
+  it('creates a final upload before its partials are finished and joins it by itself when the last one finishes ("MAY send the concatenation request while the partial uploads are still in progress")', async () => {
+    const a = await partial({ 'Upload-Length': 5 });
+    const b = await partial({ 'Upload-Length': 6 });
+    await patched(a, 0, 'hel');
+    const res = await final([a, b]);
+    const location = created(res);
+    assert.equal(res.headers['upload-concat'], `final;${a} ${b}`);
+    assert.ok(res.headers['upload-expires'], 'an unfinished final upload expires like any other');
+    assert.equal(res.headers['x-download-url'], undefined);
+    const waiting = await tus.head(location);
+    assert.equal(waiting.status, 200);
+    assert.equal(waiting.headers['upload-offset'], undefined, '"SHOULD NOT contain the Upload-Offset header"');
+    assert.equal(waiting.headers['upload-length'], '11');
+    assert.equal(waiting.headers['upload-concat'], `final;${a} ${b}`);
+    assert.equal(waiting.headers['upload-expires'], res.headers['upload-expires']);
+    assert.equal(waiting.headers['cache-control'], 'no-store');
+    // Not there to be downloaded yet.
+    assert.equal((await rawRequest(tus.server.url, 'GET', location, tus.headers)).status, 404);
+    await patched(a, 3, 'lo');
+    await patched(b, 0, ' world');
+    const done = await tus.head(location);
+    assert.equal(done.status, 200);
+    assert.equal(done.headers['upload-offset'], '11', '"the Upload-Offset and Upload-Length MUST be set and their values MUST be equal"');
+    assert.equal(done.headers['upload-length'], '11');
+    assert.equal(done.headers['upload-concat'], `final;${a} ${b}`);
+    assert.equal(done.headers['upload-expires'], undefined);
+    assert.equal((await tus.get(location)).body.toString(), 'hello world');
+    // The partials are gone once joined ("The Server MAY delete partial uploads after concatenation").
+    for (const part of [a, b]) assert.equal((await tus.head(part)).status, 404);
+  });
+
+  it('joins a final upload whose partials finished in another order, and one with a partial of deferred length', async () => {
+    const a = await partial({ 'Upload-Length': 2 });
+    const b = await partial({ 'Upload-Defer-Length': 1 });
+    const location = created(await final([a, b]));
+    const head = await tus.head(location);
+    assert.equal(head.headers['upload-length'], undefined, 'the length is not known yet');
+    assert.equal(head.headers['upload-offset'], undefined);
+    await patched(b, 0, 'cd', { 'Upload-Length': 2 });
+    assert.equal((await tus.head(location)).headers['upload-length'], '4');
+    await patched(a, 0, 'ab');
+    const done = await tus.head(location);
+    assert.equal(done.headers['upload-offset'], '4');
+    assert.equal((await tus.get(location)).body.toString(), 'abcd');
+  });
+
+  it('lets a partial serve two final uploads, and removes it after the last ("They MAY however be used multiple times to form a final resource")', async () => {
+    const a = await partial({ 'Upload-Length': 3 });
+    const one = created(await final([a], { filename: 'one.txt' }));
+    const two = created(await final([a, a], { filename: 'two.txt' }));
+    await patched(a, 0, 'abc');
+    assert.equal((await tus.get(one)).body.toString(), 'abc');
+    assert.equal((await tus.get(two)).body.toString(), 'abcabc');
+    assert.equal((await tus.head(a)).status, 404);
+    // Joined and removed: a later final upload cannot name it.
+    assert.equal((await final([a])).status, 400);
+  });
+
+  it("refuses a final upload that names another subject's unfinished partial with 403", async () => {
+    const bob = { ...TUS, Authorization: `Bearer ${await grantFor(tus.server, { subject: 'bob' })}` };
+    const hers = await partial({ 'Upload-Length': 4 });
+    const res = await rawRequest(tus.server.url, 'POST', '/files/', { ...bob, 'Upload-Concat': `final;${hers}`, 'Upload-Metadata': meta({ filename: 'b.txt' }) });
+    assert.equal(res.status, 403);
+    // Her own final upload still works.
+    const location = created(await final([hers]));
+    await patched(hers, 0, 'mine');
+    assert.equal((await tus.get(location)).body.toString(), 'mine');
+  });
+
+  it('removes a final upload whose joined length exceeds the grant, once that length is known', async () => {
+    const small = { ...TUS, Authorization: `Bearer ${await grantFor(tus.server, { subject: 'alice', maxSize: 4 })}` };
+    const a = created(await rawRequest(tus.server.url, 'POST', '/files/', { ...small, 'Upload-Concat': 'partial', 'Upload-Length': 3 }));
+    const b = created(await rawRequest(tus.server.url, 'POST', '/files/', { ...small, 'Upload-Concat': 'partial', 'Upload-Defer-Length': 1 }));
+    const location = created(await rawRequest(tus.server.url, 'POST', '/files/', { ...small, 'Upload-Concat': `final;${a} ${b}`, 'Upload-Metadata': meta({ filename: 'big.txt' }) }));
+    await patched(a, 0, 'abc');
+    await patched(b, 0, 'de', { 'Upload-Length': 2 });
+    assert.equal((await tus.head(location)).status, 404);
+    // Known lengths over the limit are refused at creation.
+    assert.equal((await rawRequest(tus.server.url, 'POST', '/files/', { ...small, 'Upload-Concat': `final;${a} ${a}`, 'Upload-Metadata': meta({ filename: 'big.txt' }) })).status, 413);
+  });
+
+  it('sweeps an unfinished final upload when it expires, like its partials, and forgets it', async () => {
+    const a = await partial({ 'Upload-Length': 3 });
+    const location = created(await final([a]));
+    assert.ok(tus.server.running.tus!.waitingFinals() >= 1);
+    assert.ok((await tus.server.running.tus!.sweep(Date.now() + 2 * 3600_000)) >= 2);
+    assert.equal((await tus.head(location)).status, 404);
+    assert.equal((await tus.head(a)).status, 404);
+    assert.equal(tus.server.running.tus!.waitingFinals(), 0);
+  });
+
+  it('joins a final upload whose partial finished on a restarted server at its next HEAD', async () => {
+    const storeDir = await mkdtemp(path.join(os.tmpdir(), 'hfs-concat-'));
+    try {
+      const first = await startTestServer({ StoreDir: storeDir });
+      const headers = { ...TUS, Authorization: `Bearer ${await grantFor(first, { subject: 'alice' })}` };
+      const a = created(await rawRequest(first.url, 'POST', '/files/', { ...headers, 'Upload-Concat': 'partial', 'Upload-Length': 4 }));
+      const location = created(await rawRequest(first.url, 'POST', '/files/', { ...headers, 'Upload-Concat': `final;${a}`, 'Upload-Metadata': meta({ filename: 'r.txt' }) }));
+      await first.close();
+      const second = await startTestServer({ StoreDir: storeDir });
+      try {
+        const patch = await rawRequest(second.url, 'PATCH', a, { ...headers, 'Upload-Offset': 0, 'Content-Type': OCTETS }, Buffer.from('late'));
+        assert.equal(patch.status, 204, patch.body.toString());
+        const head = await rawRequest(second.url, 'HEAD', location, headers);
+        assert.equal(head.headers['upload-offset'], '4');
+        assert.equal((await rawRequest(second.url, 'GET', location)).body.toString(), 'late');
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await rm(storeDir, { recursive: true, force: true });
+    }
+  });
+
+  // "When creating a new final upload the partial uploads' metadata SHALL NOT be transferred to the new final
+  // upload. All metadata SHOULD be included in the concatenation request using the Upload-Metadata header."
+  it("shows only the final upload's own metadata, never the partials' or the server's (\"the partial uploads' metadata SHALL NOT be transferred\")", async () => {
+    const a = await partial({ 'Upload-Length': 2, 'Upload-Metadata': meta({ filename: 'part.txt', secret: 'p' }) });
+    await patched(a, 0, 'ok');
+    const named = await final([a], { filename: 'whole.txt' });
+    assert.equal(named.status, 201);
+    const head = await tus.head(String(named.headers.location));
+    assert.equal(head.headers['upload-metadata'], meta({ filename: 'whole.txt' }));
+    assert.match(String(named.headers['x-download-url']), /\/whole\.txt$/);
+    const b = await partial({ 'Upload-Length': 2, 'Upload-Metadata': meta({ filename: 'part.txt' }) });
+    await patched(b, 0, 'ok');
+    const bare = await tus.post({ 'Upload-Concat': `final;${b}` });
+    const location = created(bare);
+    assert.equal((await tus.head(location)).headers['upload-metadata'], undefined);
+    // Named after its own id, not after a partial.
+    assert.equal(bare.headers['x-download-url'], `/upload/${idOf(location)}/${idOf(location)}`);
+    // While it waits, the same holds.
+    const c = await partial({ 'Upload-Length': 1, 'Upload-Metadata': meta({ filename: 'part.txt' }) });
+    const waiting = created(await final([c], { filename: 'later.txt' }));
+    assert.equal((await tus.head(waiting)).headers['upload-metadata'], meta({ filename: 'later.txt' }));
   });
 });
 

@@ -100,7 +100,7 @@ export class CountingFileStore extends FileStore {
     const directory = path.join(storeDir, '.hmac', 'tus');
     super({ directory, configstore: new TusRecords(directory), expirationPeriodInMilliseconds: options.expirationMs });
     // Concatenation is done by our router (the library answers 501); checksums here.
-    this.extensions = [...this.extensions, 'checksum', 'concatenation'];
+    this.extensions = [...this.extensions, 'checksum', 'concatenation', 'concatenation-unfinished'];
   }
 
   /** Running plaintext SHA-256 per upload, as long as its chunks arrive in order in this process. */
