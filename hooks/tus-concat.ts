@@ -23,6 +23,8 @@ export interface ConcatDeps {
   logger: Logger;
   /** TusPath, e.g. "/files/". */
   tusPath: string;
+  /** The path of PublicURL ("/share" for "https://example.org/share"), "" without one: partials are named below it too. */
+  publicPath: string;
   maxUploadSize: number;
 }
 
@@ -38,7 +40,7 @@ function partialUrls(header: string): string[] {
   return match[1]!.trim().split(/\s+/);
 }
 
-function partialIds(urls: string[], tusPath: string): string[] {
+function partialIds(urls: string[], prefixes: readonly string[]): string[] {
   return urls.map((url) => {
     let pathname: string;
     try {
@@ -46,7 +48,8 @@ function partialIds(urls: string[], tusPath: string): string[] {
     } catch {
       throw httpError('E_BAD_REQUEST', { message: 'Invalid Upload-Concat: not a URL' });
     }
-    const id = pathname.startsWith(tusPath) ? pathname.slice(tusPath.length) : '';
+    const prefix = prefixes.find((p) => pathname.startsWith(p));
+    const id = prefix !== undefined ? pathname.slice(prefix.length) : '';
     if (!UPLOAD_ID.test(id)) throw httpError('E_BAD_REQUEST', { message: 'Invalid Upload-Concat' });
     return id;
   });
@@ -88,7 +91,7 @@ export class Concatenations {
     // tus 1.0.0, Concatenation: "The Client MUST NOT include the Upload-Length header in the final upload creation."
     if (req.headers['upload-length'] !== undefined) throw httpError('E_BAD_REQUEST', { message: 'Upload-Length must not be sent with Upload-Concat: final' });
     const urls = partialUrls(concatHeader);
-    const ids = partialIds(urls, this.deps.tusPath);
+    const ids = partialIds(urls, [this.deps.tusPath, `${this.deps.publicPath}${this.deps.tusPath}`]);
     // "Response to HEAD request against partial or final upload MUST include the Upload-Concat header and its
     // value as received in the upload creation request."
     const concat = `final;${urls.join(' ')}`;

@@ -19,6 +19,7 @@ import type { KeyRing } from '../stores/key-ring.js';
 import { IV_KEY, KEY_ID_KEY, clientMetadata, type CountingFileStore } from '../stores/tus-store.js';
 import { checkUploadType } from '../middleware/media-type.js';
 import { note } from '../middleware/request-notes.js';
+import type { PublicUrl } from '../server/public-url.js';
 
 /** Metadata keys the server sets; a client sending them has them removed. */
 export const OWNER_KEY = 'hfs_owner';
@@ -80,6 +81,8 @@ export interface TusHookDeps {
   allowedExtensions: readonly string[];
   maxUploadSize: number;
   uploadSubDir: string;
+  /** X-Download-URL as an absolute URL. */
+  publicUrl: PublicUrl;
   /** A partial upload received its last byte (final uploads may be waiting for it). */
   onPartialFinished(id: string, req: TusRequest): void;
 }
@@ -185,7 +188,8 @@ export function createTusHooks(deps: TusHookDeps) {
         upload.metadata = { ...metadata, [COMMITTED_KEY]: '1' };
         record!.metadata = upload.metadata;
         await deps.store.configstore.set(upload.id, record!);
-        return { headers: { 'X-Download-URL': `/${deps.uploadSubDir}/${encodeSlotPath(target)}` } };
+        const downloadPath = `/${deps.uploadSubDir}/${encodeSlotPath(target)}`;
+        return { headers: { 'X-Download-URL': node ? deps.publicUrl(node, downloadPath) : downloadPath } };
       } catch (err) {
         // A refused upload (extension, conflict, …) keeps nothing: its staging bytes go too.
         await deps.store.remove(upload.id).catch(() => undefined);

@@ -23,6 +23,7 @@ import { sendDownload } from './download.js';
 import { announcesBody } from './body-gate.js';
 import { note } from './request-notes.js';
 import type { Admission } from '../server/admission.js';
+import type { PublicUrl } from '../server/public-url.js';
 import { grantTokenOf, verifyGrant, type Grant } from './upload-grant.js';
 
 export const TUS_VERSION = '1.0.0';
@@ -53,6 +54,8 @@ export interface TusRouterDeps {
   release: ReleaseBlob | undefined;
   /** Counts a termination the router does itself (the library counts its own). */
   terminated(): void;
+  /** Location as an absolute URL. */
+  publicUrl: PublicUrl;
 }
 
 /** Removes a request header before the library sees it (it reads rawHeaders as well as headers). */
@@ -240,7 +243,7 @@ export function tusRouter(deps: TusRouterDeps): Router {
         res.setHeader('Upload-Concat', 'partial');
       } else {
         const result = await deps.concatenations.create(req, grant, concat, req.get('Upload-Metadata'));
-        res.status(201).set({ ...result.headers, Location: `${deps.tusPath}${result.id}`, 'Tus-Resumable': TUS_VERSION }).end();
+        res.status(201).set({ ...result.headers, Location: deps.publicUrl(req, `${deps.tusPath}${result.id}`), 'Tus-Resumable': TUS_VERSION }).end();
         return;
       }
     }

@@ -8,6 +8,7 @@ import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import type { Tenant } from './tenants.js';
 import { createTusDoor, type TusDoor } from './tus.js';
+import { publicUrl } from './public-url.js';
 import { createCommitUpload, type CommitCounters } from '../hooks/commit-upload.js';
 import { errorHandler, notFound } from '../middleware/error-handler.js';
 import { legacyRouter } from '../middleware/legacy-router.js';
@@ -111,7 +112,17 @@ export function createApp({ config, logger, tenants, keys, readPolicy, files, me
   let tus: TusDoor | undefined;
   const defaultTenant = tenants.find((t) => t.tenant.prefix === config.UploadSubDir);
   if ((config.ResumableUploadsEnabled || config.ChunkedUploadsEnabled) && defaultTenant) {
-    tus = createTusDoor({ config, logger, keys, layout: defaultTenant.layout, files: files.get(defaultTenant.tenant.prefix)!, release, commitUpload, admission: guards.admission });
+    tus = createTusDoor({
+      config,
+      logger,
+      keys,
+      layout: defaultTenant.layout,
+      files: files.get(defaultTenant.tenant.prefix)!,
+      release,
+      commitUpload,
+      admission: guards.admission,
+      publicUrl: publicUrl(config.PublicURL),
+    });
     app.use(config.TusPath.slice(0, -1), tus.router);
   }
   app.use(

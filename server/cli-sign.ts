@@ -12,7 +12,9 @@ export interface SignRequest {
   baseUrl?: string;
 }
 
-export function defaultBaseUrl(config: Pick<Config, 'ListenIP' | 'ListenPort' | 'UploadSubDir'>): string {
+/** PublicURL when it is set, else the listener's own address (0.0.0.0 and :: as loopback). */
+export function defaultBaseUrl(config: Pick<Config, 'ListenIP' | 'ListenPort' | 'UploadSubDir' | 'PublicURL'>): string {
+  if (config.PublicURL !== '') return `${config.PublicURL}/${config.UploadSubDir}/`;
   const ip = config.ListenIP === '0.0.0.0' ? '127.0.0.1' : config.ListenIP === '::' ? '::1' : config.ListenIP;
   const host = ip.includes(':') ? `[${ip}]` : ip;
   return `http://${host}:${config.ListenPort}/${config.UploadSubDir}/`;

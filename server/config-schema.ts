@@ -72,6 +72,23 @@ const hexKey = () =>
     else if (value.length !== 64) ctx.addIssue({ code: 'custom', message: `64 hex characters (a 32-byte key), not ${value.length / 2} bytes` });
   });
 
+/** "" or an absolute http(s) URL without query or fragment; kept without its trailing slash. */
+const publicUrl = () =>
+  text().transform((value, ctx) => {
+    if (value === '') return '';
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      url = new URL('invalid:');
+    }
+    if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '' || !/^https?:\/\//i.test(value)) {
+      ctx.addIssue({ code: 'custom', message: 'an absolute http:// or https:// URL without query, such as "https://files.example.org"' });
+      return z.NEVER;
+    }
+    return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
+  });
+
 const SEGMENT = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
 const PREFIX = /^[A-Za-z0-9_-][A-Za-z0-9._-]*(\/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$/;
 
@@ -108,6 +125,7 @@ export const configSchema = z.object({
   UploadSubDir: text().regex(SEGMENT, { error: 'one path segment of letters, digits, "_", "-" or "." (not starting with ".")' }),
   MaxUploadSize: size().refine((bytes) => bytes >= 1, { error: 'a size of at least 1 byte' }),
   TrustedProxies: cidrList(),
+  PublicURL: publicUrl(),
   DeleteSecret: text(),
   LoggingEnabled: bool(),
   LogLevel: z.enum(['debug', 'info', 'warn', 'error'], { error: 'one of "debug", "info", "warn", "error"' }),
@@ -219,6 +237,7 @@ export const DEFAULTS: { readonly [K in ConfigKey]-?: Exclude<ConfigInput[K], un
   UploadSubDir: 'upload',
   MaxUploadSize: '100MiB',
   TrustedProxies: ['127.0.0.0/8', '::1/128'],
+  PublicURL: '',
   DeleteSecret: '',
   LoggingEnabled: true,
   LogLevel: 'info',

@@ -9,6 +9,7 @@ import { requestPath } from '../middleware/request-info.js';
 import { note } from '../middleware/request-notes.js';
 import { MemoryLocker, Server as TusServer, EVENTS } from '@tus/server';
 import type { Config } from './config.js';
+import type { PublicUrl } from './public-url.js';
 import type { Logger } from './logger.js';
 import type { CommitUpload } from '../hooks/commit-upload.js';
 import { Concatenations } from '../hooks/tus-concat.js';
@@ -41,6 +42,8 @@ export interface TusDoorDeps {
   admission: Admission;
   /** Deduplication: told when a version removed by a tus DELETE shared a blob. */
   release?: ReleaseBlob;
+  /** Location and X-Download-URL as absolute URLs. */
+  publicUrl: PublicUrl;
 }
 
 /**
@@ -74,7 +77,7 @@ async function answerTusError(req: TusRequest, err: unknown, deps: { logger: Log
   return { status_code: error.status, body: `${error.message}\n` };
 }
 
-export function createTusDoor({ config, logger, keys, layout, files, commitUpload, admission, release }: TusDoorDeps): TusDoor {
+export function createTusDoor({ config, logger, keys, layout, files, commitUpload, admission, release, publicUrl }: TusDoorDeps): TusDoor {
   const counters = newTusCounters();
   const checksums = new AsyncLocalStorage<ExpectedChecksum>();
   const store = new CountingFileStore(config.StoreDir, {
@@ -105,13 +108,18 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
     allowedExtensions: config.AllowedExtensions,
     maxUploadSize: config.MaxUploadSize,
     uploadSubDir: config.UploadSubDir,
+    publicUrl,
   });
-  const concatenations = new Concatenations({ store, hooks, logger, tusPath: config.TusPath, maxUploadSize: config.MaxUploadSize });
+  const concatenations = new Concatenations({ store, hooks, logger, tusPath: config.TusPath, publicPath: config.PublicURL === '' ? '' : new URL(config.PublicURL).pathname.replace(/\/$/, ''), maxUploadSize: config.MaxUploadSize });
   const tus = new TusServer({
     path: config.TusPath.slice(0, -1),
     datastore: store,
     locker,
-    relativeLocation: true,
+    // Absolute: several clients cannot resolve a relative Location (tus 1.0.0 leaves its form open).
+    generateUrl: (req, { path, id }) => {
+      const node = (req as TusRequest).runtime?.node?.req;
+      return node ? publicUrl(node, `${path}/${id}`) : `${path}/${id}`;
+    },
     disableTerminationForFinishedUploads: true,
     allowedHeaders: ['Authorization', 'X-HTTP-Method-Override'],
     exposedHeaders: ['X-Download-URL', 'Upload-Expires'],
@@ -151,6 +159,7 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
       release,
       terminated: () => (counters.terminated += 1),
       concatenations,
+      publicUrl,
     }),
     counters,
     sweep,

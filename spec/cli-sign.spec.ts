@@ -39,6 +39,16 @@ describe('hmac-file-server sign', () => {
     });
   }
 
+  it('prints URLs on PublicURL when it is set', async () => {
+    const withPublic = path.join(dir!, 'public.toml');
+    await writeFile(withPublic, `Secret = "${TEST_SECRET}"\nListenPort = "${new URL(server.url).port}"\nPublicURL = "https://files.example.org/share/"\n`);
+    const result = await runCli(['sign', '--config', withPublic, '--path', 'a/b.txt', '--size', '3']);
+    assert.equal(result.code, 0, result.stderr);
+    const [put, get] = result.stdout.trim().split('\n').map((line) => line.split(' ')[1]!);
+    assert.ok(put!.startsWith('https://files.example.org/share/upload/a/b.txt?v'), put);
+    assert.equal(get, 'https://files.example.org/share/upload/a/b.txt');
+  });
+
   it('exits 2 when --path or --size is missing or the protocol is unknown', async () => {
     assert.equal((await runCli(['sign', '--config', configFile, '--size', '3'])).code, 2);
     assert.equal((await runCli(['sign', '--config', configFile, '--path', 'a/b', '--size', '3', '--protocol', 'v3'])).code, 2);

@@ -36,6 +36,16 @@ describe('configuration', () => {
     }
   });
 
+  it('takes PublicURL as an absolute http(s) URL, without its trailing slash, and refuses anything else', () => {
+    assert.equal(parseConfigText('Secret = "s"\nPublicURL = "https://files.example.org/"\n', '/srv').config.PublicURL, 'https://files.example.org');
+    assert.equal(parseConfigText('Secret = "s"\nPublicURL = "http://example.org:8080/share/"\n', '/srv').config.PublicURL, 'http://example.org:8080/share');
+    assert.equal(parseConfigText('Secret = "s"\n', '/srv').config.PublicURL, '');
+    for (const bad of ['files.example.org', 'ftp://example.org', 'https://example.org/?a=1', 'https://example.org/#x', 'https://user:pw@example.org', '//example.org']) {
+      const problems = problemsOf(`Secret = "s"\nPublicURL = "${bad}"\n`);
+      assert.match(problems[0] ?? '', /^PublicURL = ".*": expected an absolute http:\/\/ or https:\/\/ URL/, bad);
+    }
+  });
+
   it('every key of the shipped config.toml is a key of the schema', async () => {
     const shipped = parseToml(await readFile(path.resolve(import.meta.dirname, '../config.toml'), 'utf8'));
     for (const key of Object.keys(shipped)) assert.ok(Object.hasOwn(DEFAULTS, key), key);

@@ -63,13 +63,15 @@ describe('end to end: behind the shipped nginx configuration', function () {
     assert.match((await server.waitForLog(/auth\.failed .*nginx\/x\.txt/)) ?? '', /warn auth\.failed client=127\.0\.0\.7 /);
   });
 
-  it('carries a tus upload (POST, PATCH, HEAD) with its relative Location', async () => {
+  it("carries a tus upload (POST, PATCH, HEAD) with an absolute Location on nginx's address", async () => {
     const grant = await grantFor(server);
     const headers = { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${grant}` };
     const data = randomBytes(3 * 1024 * 1024);
     const created = await viaNginx(nginx, 'POST', '/files/', { ...headers, 'Upload-Length': data.length, 'Upload-Metadata': `filename ${Buffer.from('t.bin').toString('base64')}` });
     assert.equal(created.status, 201);
-    const location = String(created.headers.location);
+    // nginx forwards Host and X-Forwarded-Proto; the server believes them from a trusted proxy.
+    const { origin, pathname: location } = new URL(String(created.headers.location));
+    assert.equal(origin, `https://127.0.0.1:${nginx.port}`);
     assert.match(location, /^\/files\/[0-9a-f]{32}$/);
     const half = data.length / 2;
     const first = await viaNginx(nginx, 'PATCH', location, { ...headers, 'Upload-Offset': 0, 'Content-Type': 'application/offset+octet-stream', 'Content-Length': half }, data.subarray(0, half));
@@ -77,7 +79,9 @@ describe('end to end: behind the shipped nginx configuration', function () {
     assert.equal((await viaNginx(nginx, 'HEAD', location, headers)).headers['upload-offset'], String(half));
     const last = await viaNginx(nginx, 'PATCH', location, { ...headers, 'Upload-Offset': half, 'Content-Type': 'application/offset+octet-stream', 'Content-Length': half }, data.subarray(half));
     assert.equal(last.status, 204);
-    const got = await viaNginx(nginx, 'GET', String(last.headers['x-download-url']));
+    const download = new URL(String(last.headers['x-download-url']));
+    assert.equal(download.origin, `https://127.0.0.1:${nginx.port}`);
+    const got = await viaNginx(nginx, 'GET', download.pathname);
     assert.equal(sha256(got.body), sha256(data));
   });
 });

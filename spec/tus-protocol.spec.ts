@@ -122,7 +122,7 @@ describe('tus protocol over raw HTTP', () => {
     const prefixed = await grantFor(server, { prefix: 'team/alice' });
     const location = await create(prefixed, 3, 'p.txt');
     const res = await patch(prefixed, location, 0, Buffer.from('abc'));
-    assert.match(downloadUrlOf(res), /^\/upload\/team\/alice\/[0-9a-f]{32}\/p\.txt$/);
+    assert.match(downloadUrlOf(res), new RegExp(`^${server.url}/upload/team/alice/[0-9a-f]{32}/p\\.txt$`));
     assert.equal((await rawRequest(server.url, 'GET', downloadUrlOf(res))).body.toString(), 'abc');
   });
 
@@ -284,7 +284,7 @@ describe('tus checksum and concatenation extensions', () => {
     assert.deepEqual(await readdir(path.join(server.storeDir, 'upload')), committedBefore);
     const final = await rawRequest(server.url, 'POST', '/files/', { ...headers, 'Upload-Concat': `final;${locations.join(' ')}`, 'Upload-Metadata': meta({ filename: 'joined.bin' }) });
     assert.equal(final.status, 201, final.body.toString());
-    assert.match(String(final.headers.location), /^\/files\/[0-9a-f]{32}$/);
+    assert.match(String(final.headers.location), new RegExp(`^${server.url}/files/[0-9a-f]{32}$`));
     const got = await rawRequest(server.url, 'GET', String(final.headers['x-download-url']));
     assert.deepEqual(got.body, Buffer.concat(parts));
     assert.deepEqual((await rawRequest(server.url, 'GET', String(final.headers.location))).body, Buffer.concat(parts));

@@ -57,19 +57,19 @@ describe('tus rules: uploads without a filename', () => {
       const location = created(await tus.post({ 'Upload-Length': 3 }));
       const res = await tus.patch(location, 0, Buffer.from('abc'));
       assert.equal(res.status, 204, res.body.toString());
-      assert.equal(res.headers['x-download-url'], `/upload/${idOf(location)}/${idOf(location)}`);
+      assert.equal(res.headers['x-download-url'], `${tus.server.url}/upload/${idOf(location)}/${idOf(location)}`);
       assert.equal((await tus.get(String(res.headers['x-download-url']))).body.toString(), 'abc');
     });
 
     it('names an upload with a filetype but no filename <id>.<extension> for a common type ("The Server MAY decide to ignore or use this information")', async () => {
       const location = created(await tus.post({ 'Upload-Length': 4, 'Upload-Metadata': meta({ filetype: 'image/png' }) }));
       const res = await tus.patch(location, 0, Buffer.from([0x89, 0x50, 0x4e, 0x47]));
-      assert.equal(res.headers['x-download-url'], `/upload/${idOf(location)}/${idOf(location)}.png`);
+      assert.equal(res.headers['x-download-url'], `${tus.server.url}/upload/${idOf(location)}/${idOf(location)}.png`);
       const got = await tus.get(String(res.headers['x-download-url']));
       assert.equal(got.headers['content-type'], 'image/png');
       // An uncommon type adds nothing.
       const other = created(await tus.post({ 'Upload-Length': 1, 'Upload-Metadata': meta({ filetype: 'application/x-odd' }) }));
-      assert.equal((await tus.patch(other, 0, Buffer.from('x'))).headers['x-download-url'], `/upload/${idOf(other)}/${idOf(other)}`);
+      assert.equal((await tus.patch(other, 0, Buffer.from('x'))).headers['x-download-url'], `${tus.server.url}/upload/${idOf(other)}/${idOf(other)}`);
     });
 
     it('still requires the name of a grant with a filename claim', async () => {
@@ -96,7 +96,7 @@ describe('tus rules: uploads without a filename', () => {
     it('accepts a filetype whose extension is allowed', async () => {
       const location = created(await tus.post({ 'Upload-Length': 2, 'Upload-Metadata': meta({ filetype: 'text/plain' }) }));
       const res = await tus.patch(location, 0, Buffer.from('ok'));
-      assert.equal(res.headers['x-download-url'], `/upload/${idOf(location)}/${idOf(location)}.txt`);
+      assert.equal(res.headers['x-download-url'], `${tus.server.url}/upload/${idOf(location)}/${idOf(location)}.txt`);
     });
 
     it('keeps 403 for a named file with a disallowed extension', async () => {
@@ -132,8 +132,8 @@ describe('tus rules: concatenation', () => {
   it('echoes Upload-Concat: final;<urls> as the client named them, on creation and HEAD ("its value as received in the upload creation request")', async () => {
     const a = await finishedPartial(Buffer.from('hello'));
     const b = await finishedPartial(Buffer.from(' world'));
-    const absolute = `${tus.server.url}${b.location}`;
-    const value = `final;${a.location} ${absolute}`;
+    // One as a path, one as the absolute URL the server handed out.
+    const value = `final;${new URL(a.location).pathname} ${b.location}`;
     const final = await tus.post({ 'Upload-Concat': value, 'Upload-Metadata': meta({ filename: 'hw.txt' }) });
     const location = created(final);
     assert.equal(final.headers['upload-concat'], value);
@@ -278,8 +278,9 @@ describe('tus rules: concatenation of unfinished partial uploads', () => {
     try {
       const first = await startTestServer({ StoreDir: storeDir });
       const headers = { ...TUS, Authorization: `Bearer ${await grantFor(first, { subject: 'alice' })}` };
-      const a = created(await rawRequest(first.url, 'POST', '/files/', { ...headers, 'Upload-Concat': 'partial', 'Upload-Length': 4 }));
-      const location = created(await rawRequest(first.url, 'POST', '/files/', { ...headers, 'Upload-Concat': `final;${a}`, 'Upload-Metadata': meta({ filename: 'r.txt' }) }));
+      // Paths: the second server listens on another port.
+      const a = new URL(created(await rawRequest(first.url, 'POST', '/files/', { ...headers, 'Upload-Concat': 'partial', 'Upload-Length': 4 }))).pathname;
+      const location = new URL(created(await rawRequest(first.url, 'POST', '/files/', { ...headers, 'Upload-Concat': `final;${a}`, 'Upload-Metadata': meta({ filename: 'r.txt' }) }))).pathname;
       await first.close();
       const second = await startTestServer({ StoreDir: storeDir });
       try {
@@ -312,7 +313,7 @@ describe('tus rules: concatenation of unfinished partial uploads', () => {
     const location = created(bare);
     assert.equal((await tus.head(location)).headers['upload-metadata'], undefined);
     // Named after its own id, not after a partial.
-    assert.equal(bare.headers['x-download-url'], `/upload/${idOf(location)}/${idOf(location)}`);
+    assert.equal(bare.headers['x-download-url'], `${tus.server.url}/upload/${idOf(location)}/${idOf(location)}`);
     // While it waits, the same holds.
     const c = await partial({ 'Upload-Length': 1, 'Upload-Metadata': meta({ filename: 'part.txt' }) });
     const waiting = created(await final([c], { filename: 'later.txt' }));
@@ -421,3 +422,66 @@ describe('tus rules: termination of a finished upload', () => {
     assert.equal((await tus.head(location)).status, 404);
   });
 });
+
+// tus 1.0.0 leaves the form of Location open, and several clients cannot resolve a relative one: the server hands
+// out absolute URLs, built from PublicURL, else from how the request reached it.
+describe('tus rules: absolute Location and X-Download-URL', () => {
+  const upload = async (server: TestServer, headers: Record<string, string>) => {
+    const auth = { ...TUS, Authorization: `Bearer ${await grantFor(server, { subject: 'alice' })}` };
+    const res = await rawRequest(server.url, 'POST', '/files/', { ...auth, ...headers, 'Upload-Length': 2, 'Upload-Metadata': meta({ filename: 'u.txt' }) }, undefined);
+    const location = created(res);
+    // Sent to the server itself: the URL may name a proxy's address and prefix.
+    const done = await rawRequest(server.url, 'PATCH', `/files/${idOf(location)}`, { ...auth, ...headers, 'Upload-Offset': 0, 'Content-Type': OCTETS }, Buffer.from('ok'));
+    assert.equal(done.status, 204, done.body.toString());
+    return { location, downloadUrl: String(done.headers['x-download-url']), auth };
+  };
+
+  describe('without PublicURL', () => {
+    const tus = tusSession({});
+
+    it("uses the request's Host", async () => {
+      const { location, downloadUrl } = await upload(tus.server, { Host: 'files.example.org:8443' });
+      assert.match(location, /^http:\/\/files\.example\.org:8443\/files\/[0-9a-f]{32}$/);
+      assert.equal(downloadUrl, `http://files.example.org:8443/upload/${idOf(location)}/u.txt`);
+    });
+
+    it('believes X-Forwarded-Proto and X-Forwarded-Host from a trusted proxy (loopback is one by default)', async () => {
+      const { location, downloadUrl } = await upload(tus.server, { Host: 'internal:8080', 'X-Forwarded-Proto': 'https', 'X-Forwarded-Host': 'files.example.org, other.example' });
+      assert.match(location, /^https:\/\/files\.example\.org\/files\/[0-9a-f]{32}$/);
+      assert.ok(downloadUrl.startsWith('https://files.example.org/upload/'), downloadUrl);
+    });
+
+    it('gives a path alone for a Host that is no host name', async () => {
+      for (const host of ['evil.example/phish', 'a b', 'x@evil.example']) {
+        const { location, downloadUrl } = await upload(tus.server, { Host: host });
+        assert.match(location, /^\/files\/[0-9a-f]{32}$/, host);
+        assert.ok(downloadUrl.startsWith('/upload/'), downloadUrl);
+      }
+    });
+  });
+
+  describe('from a peer that is not a trusted proxy', () => {
+    const tus = tusSession({ TrustedProxies: [] });
+
+    it('ignores its X-Forwarded-Proto and X-Forwarded-Host', async () => {
+      const { location, downloadUrl } = await upload(tus.server, { Host: 'files.example.org', 'X-Forwarded-Proto': 'https', 'X-Forwarded-Host': 'evil.example' });
+      assert.match(location, /^http:\/\/files\.example\.org\/files\//);
+      assert.ok(downloadUrl.startsWith('http://files.example.org/upload/'), downloadUrl);
+    });
+  });
+
+  describe('with PublicURL', () => {
+    const tus = tusSession({ PublicURL: 'https://files.example.org/share/' });
+
+    it('builds every URL from it, whatever the request says', async () => {
+      const { location, downloadUrl, auth } = await upload(tus.server, { Host: 'internal:8080', 'X-Forwarded-Host': 'evil.example', 'X-Forwarded-Proto': 'http' });
+      assert.match(location, /^https:\/\/files\.example\.org\/share\/files\/[0-9a-f]{32}$/);
+      assert.equal(downloadUrl, `https://files.example.org/share/upload/${idOf(location)}/u.txt`);
+      const part = created(await rawRequest(tus.server.url, 'POST', '/files/', { ...auth, 'Upload-Concat': 'partial', 'Upload-Length': 1 }));
+      assert.ok(part.startsWith('https://files.example.org/share/files/'), part);
+      const final = await rawRequest(tus.server.url, 'POST', '/files/', { ...auth, 'Upload-Concat': `final;${part}`, 'Upload-Metadata': meta({ filename: 'f.txt' }) });
+      assert.match(created(final), /^https:\/\/files\.example\.org\/share\/files\/[0-9a-f]{32}$/);
+    });
+  });
+});
+
