@@ -18,7 +18,7 @@ import type { CommittedFiles } from '../stores/committed-files.js';
 import type { FileLayout } from '../stores/file-layout.js';
 import { removeAllVersions, type ReleaseBlob } from '../stores/versions.js';
 import { isWaitingFinal, type Concatenations } from '../hooks/tus-concat.js';
-import { CHECKSUM_ALGORITHMS, UPLOAD_ID, clientMetadata, type ChecksumAlgorithm, type ExpectedChecksum } from '../stores/tus-store.js';
+import { CHECKSUM_ALGORITHMS, UPLOAD_ID, clientMetadata, parseChecksum, type ExpectedChecksum } from '../stores/tus-store.js';
 import { sendDownload } from './download.js';
 import { announcesBody } from './body-gate.js';
 import { note } from './request-notes.js';
@@ -66,12 +66,19 @@ function dropHeader(req: IncomingMessage, name: string): void {
   }
 }
 
-/** Upload-Checksum: "<algorithm> <base64 digest>" (tus checksum extension). */
-function expectedChecksumOf(header: string): ExpectedChecksum {
-  const [algorithm, digest, ...rest] = header.trim().split(/\s+/);
-  if (!CHECKSUM_ALGORITHMS.includes(algorithm as ChecksumAlgorithm)) throw httpError('E_BAD_REQUEST', { message: 'Unsupported checksum algorithm' });
-  if (!digest || rest.length > 0 || !/^[A-Za-z0-9+/]+={0,2}$/.test(digest)) throw httpError('E_BAD_REQUEST', { message: 'Invalid Upload-Checksum' });
-  return { algorithm: algorithm as ChecksumAlgorithm, digest };
+/**
+ * What a body's checksum will be checked against: the Upload-Checksum header, or (checksum-trailer) its trailer
+ * when the request announces one. tus 1.0.0, Checksum: "If the hash cannot be calculated at the beginning of
+ * the upload, it MAY be included as a trailer. [...] Following RFC 7230 they MUST be announced using the
+ * Trailer header and are only allowed in chunked transfers."
+ */
+function expectedChecksumOf(req: Request): ExpectedChecksum | undefined {
+  const header = req.get('Upload-Checksum');
+  if (header !== undefined) return parseChecksum(header);
+  const announced = req.get('Trailer')?.split(',').some((name) => name.trim().toLowerCase() === 'upload-checksum');
+  if (!announced) return undefined;
+  if (!/(^|,)\s*chunked\s*$/i.test(req.get('Transfer-Encoding') ?? '')) throw httpError('E_BAD_REQUEST', { message: 'An Upload-Checksum trailer needs Transfer-Encoding: chunked' });
+  return { trailer: () => req.trailers['upload-checksum'] };
 }
 
 export function tusRouter(deps: TusRouterDeps): Router {
@@ -265,14 +272,15 @@ export function tusRouter(deps: TusRouterDeps): Router {
     // The library routes on the full path (Express stripped the mount point) and would take a ?grant= query
     // for part of the upload id.
     req.url = requestPath(req);
+    // Refused before the body is admitted or asked for.
+    const checksum = req.method === 'PATCH' || req.method === 'POST' ? expectedChecksumOf(req) : undefined;
     const release = announcesBody(req) ? await admit(req) : () => undefined;
     try {
       // The gates passed: a client waiting on Expect: 100-continue may send its body now (the library never
       // answers it, so curl would wait out its whole expect timeout).
       if (req.get('Expect')?.toLowerCase() === '100-continue' && !res.headersSent) res.writeContinue();
-      const checksum = req.get('Upload-Checksum');
-      if (checksum !== undefined && (req.method === 'PATCH' || req.method === 'POST')) {
-        await deps.checksums.run(expectedChecksumOf(checksum), () => deps.tus.handle(req, res));
+      if (checksum !== undefined) {
+        await deps.checksums.run(checksum, () => deps.tus.handle(req, res));
       } else {
         await deps.tus.handle(req, res);
       }

@@ -1,5 +1,6 @@
 // The tus door over raw HTTP: protocol rules the stock library gets wrong, grants, owners, expiry.
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -228,11 +229,12 @@ describe('tus checksum and concatenation extensions', () => {
   });
   after(() => server.close());
 
-  it('advertises both extensions and the checksum algorithms', async () => {
+  it('advertises exactly the extensions it implements, and the checksum algorithms', async () => {
     const res = await rawRequest(server.url, 'OPTIONS', '/files/');
     assert.equal(res.status, 204);
     const extensions = String(res.headers['tus-extension']).split(',');
-    for (const ext of ['creation', 'creation-with-upload', 'creation-defer-length', 'termination', 'expiration', 'checksum', 'concatenation']) assert.ok(extensions.includes(ext), ext);
+    const implemented = ['creation', 'creation-with-upload', 'creation-defer-length', 'termination', 'expiration', 'checksum', 'checksum-trailer', 'concatenation', 'concatenation-unfinished'];
+    assert.deepEqual([...extensions].sort(), [...implemented].sort());
     assert.equal(res.headers['tus-checksum-algorithm'], 'md5,sha1,sha256');
     assert.equal(res.headers['tus-version'], '1.0.0');
     assert.equal(res.headers['tus-max-size'], String(server.config.MaxUploadSize));
@@ -269,6 +271,72 @@ describe('tus checksum and concatenation extensions', () => {
     const location = await create(10);
     const res = await patch(location, 0, randomBytes(10), { 'Upload-Checksum': `crc32 ${Buffer.from('abcd').toString('base64')}` });
     assert.equal(res.status, 400);
+    assert.equal(await offsetOf(location), '0');
+  });
+
+  /** A chunked PATCH whose Upload-Checksum comes as a trailer (what Node's client sends with addTrailers). */
+  const patchWithTrailer = (location: string, offset: number, body: Buffer, trailer: Record<string, string>, extra: Record<string, string> = {}) =>
+    new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const { hostname, port } = new URL(server.url);
+      const req = http.request(
+        {
+          host: hostname,
+          port,
+          method: 'PATCH',
+          path: new URL(location).pathname,
+          agent: false,
+          headers: { ...headers, 'Upload-Offset': offset, 'Content-Type': 'application/offset+octet-stream', 'Transfer-Encoding': 'chunked', Trailer: 'Upload-Checksum', ...extra },
+        },
+        (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => (text += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+        },
+      );
+      req.on('error', reject);
+      req.write(body.subarray(0, 3));
+      req.write(body.subarray(3));
+      req.addTrailers(trailer);
+      req.end();
+    });
+
+  // tus 1.0.0, Checksum: "If the hash cannot be calculated at the beginning of the upload, it MAY be included as a
+  // trailer. If the Server can handle trailers, this behavior MUST be announced by adding checksum-trailer to the
+  // Tus-Extension header."
+  it('checks an Upload-Checksum sent as a trailer of a chunked PATCH ("it MAY be included as a trailer")', async () => {
+    const location = await create(20);
+    const first = randomBytes(10);
+    const ok = await patchWithTrailer(location, 0, first, { 'Upload-Checksum': `sha256 ${digest('sha256', first)}` });
+    assert.equal(ok.status, 204, ok.body);
+    assert.equal(await offsetOf(location), '10');
+    // "In the first two cases the uploaded chunk MUST be discarded, and the upload and its offset MUST NOT be updated."
+    const wrong = await patchWithTrailer(location, 10, randomBytes(10), { 'Upload-Checksum': `md5 ${digest('md5', Buffer.from('other'))}` });
+    assert.equal(wrong.status, 460);
+    assert.equal(await offsetOf(location), '10');
+    const unknown = await patchWithTrailer(location, 10, randomBytes(10), { 'Upload-Checksum': `crc32 ${Buffer.from('abcd').toString('base64')}` });
+    assert.equal(unknown.status, 400);
+    assert.equal(unknown.body, 'Unsupported checksum algorithm\n');
+    assert.equal(await offsetOf(location), '10');
+    // Announced, never sent: nothing to check the chunk against, so it is discarded too.
+    const missing = await patchWithTrailer(location, 10, randomBytes(10), {});
+    assert.equal(missing.status, 400);
+    assert.equal(missing.body, 'Upload-Checksum trailer announced but not sent\n');
+    assert.equal(await offsetOf(location), '10');
+    const second = randomBytes(10);
+    const last = await patchWithTrailer(location, 10, second, { 'Upload-Checksum': `sha1 ${digest('sha1', second)}` });
+    assert.equal(last.status, 204, last.body);
+    assert.deepEqual((await rawRequest(server.url, 'GET', location)).body, Buffer.concat([first, second]));
+  });
+
+  it('refuses an announced trailer without chunked transfer ("only allowed in chunked transfers")', async () => {
+    const location = await create(10);
+    // Raw: Node's client will not send a Trailer header with a Content-Length.
+    const answer = await exchange(server.url, [
+      head('PATCH', new URL(location).pathname, { ...headers, 'Upload-Offset': 0, 'Content-Type': 'application/offset+octet-stream', 'Content-Length': 10, Trailer: 'Upload-Checksum', Connection: 'close' }),
+      randomBytes(10),
+    ]);
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+    assert.ok(answer.endsWith('An Upload-Checksum trailer needs Transfer-Encoding: chunked\n'), answer);
     assert.equal(await offsetOf(location), '0');
   });
 

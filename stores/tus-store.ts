@@ -50,11 +50,26 @@ export function newTusCounters(): TusCounters {
 export const CHECKSUM_ALGORITHMS = ['md5', 'sha1', 'sha256'] as const;
 export type ChecksumAlgorithm = (typeof CHECKSUM_ALGORITHMS)[number];
 
-/** The checksum a PATCH announced for its body; set per request around the library's handling. */
-export interface ExpectedChecksum {
+/** An Upload-Checksum value: the algorithm and the base64 digest. */
+export interface Checksum {
   algorithm: ChecksumAlgorithm;
   /** Base64 digest, as sent. */
   digest: string;
+}
+
+/**
+ * The checksum a PATCH (or creation-with-upload) announced for its body, set per request around the library's
+ * handling: from the Upload-Checksum header, or (checksum-trailer) read from the request's trailer once the
+ * body has ended.
+ */
+export type ExpectedChecksum = Checksum | { trailer: () => string | undefined };
+
+/** Upload-Checksum: "<algorithm> <base64 digest>" (tus checksum extension); a 400 otherwise. */
+export function parseChecksum(header: string): Checksum {
+  const [algorithm, digest, ...rest] = header.trim().split(/\s+/);
+  if (!CHECKSUM_ALGORITHMS.includes(algorithm as ChecksumAlgorithm)) throw httpError('E_BAD_REQUEST', { message: 'Unsupported checksum algorithm' });
+  if (!digest || rest.length > 0 || !/^[A-Za-z0-9+/]+={0,2}$/.test(digest)) throw httpError('E_BAD_REQUEST', { message: 'Invalid Upload-Checksum' });
+  return { algorithm: algorithm as ChecksumAlgorithm, digest };
 }
 
 /** @tus/server answers an error thrown by a store with its status_code and body. */
@@ -100,7 +115,7 @@ export class CountingFileStore extends FileStore {
     const directory = path.join(storeDir, '.hmac', 'tus');
     super({ directory, configstore: new TusRecords(directory), expirationPeriodInMilliseconds: options.expirationMs });
     // Concatenation is done by our router (the library answers 501); checksums here.
-    this.extensions = [...this.extensions, 'checksum', 'concatenation', 'concatenation-unfinished'];
+    this.extensions = [...this.extensions, 'checksum', 'checksum-trailer', 'concatenation', 'concatenation-unfinished'];
   }
 
   /** Running plaintext SHA-256 per upload, as long as its chunks arrive in order in this process. */
@@ -173,7 +188,9 @@ export class CountingFileStore extends FileStore {
 
   override async write(readable: Readable, id: string, offset: number): Promise<number> {
     const expected = this.options.checksums.getStore();
-    const checksum = expected ? createHash(expected.algorithm) : undefined;
+    // A trailer names its algorithm only at the end: every one it may name is computed.
+    const algorithms: readonly ChecksumAlgorithm[] = expected === undefined ? [] : 'trailer' in expected ? CHECKSUM_ALGORITHMS : [expected.algorithm];
+    const checksums = algorithms.map((algorithm) => ({ algorithm, hash: createHash(algorithm) }));
     const running = this.digests.get(id);
     const digest = offset === 0 ? createHash('sha256') : running?.offset === offset ? running.hash.copy() : undefined;
     const encryption = await this.encryptionOf(id);
@@ -183,7 +200,7 @@ export class CountingFileStore extends FileStore {
       stallMs: this.options.stallMs,
       onChunk: (chunk) => {
         received += chunk.length;
-        checksum?.update(chunk);
+        for (const checksum of checksums) checksum.hash.update(chunk);
         digest?.update(chunk);
       },
     });
@@ -196,7 +213,7 @@ export class CountingFileStore extends FileStore {
     try {
       await pipeline([readable, watch, ...cipherFor(key, encryption, offset), sink]);
     } catch (err) {
-      if (checksum) await truncate(file, offset);
+      if (expected) await truncate(file, offset);
       this.digests.delete(id);
       // What reached the disk stays and is the new offset (a HEAD says so), unless a checksum was announced.
       // A failure of the disk keeps its errno (507 for a full disk, 503 without descriptors); a stall its own
@@ -205,9 +222,28 @@ export class CountingFileStore extends FileStore {
       if (err instanceof HttpError) throw err;
       throw httpError('E_INCOMPLETE', { cause: err });
     }
-    if (checksum && checksum.digest('base64') !== expected!.digest) {
-      await truncate(file, offset);
-      throw new TusStoreError(460, 'Checksum Mismatch\n');
+    if (expected) {
+      // "In the first two cases [an unsupported algorithm, a mismatch] the uploaded chunk MUST be discarded, and
+      // the upload and its offset MUST NOT be updated": so is a trailer that was announced and never came.
+      let wanted: Checksum;
+      try {
+        if ('trailer' in expected) {
+          const trailer = expected.trailer();
+          if (trailer === undefined) throw httpError('E_BAD_REQUEST', { message: 'Upload-Checksum trailer announced but not sent' });
+          wanted = parseChecksum(trailer);
+        } else {
+          wanted = expected;
+        }
+      } catch (err) {
+        await truncate(file, offset);
+        this.digests.delete(id);
+        throw err;
+      }
+      if (checksums.find((checksum) => checksum.algorithm === wanted.algorithm)!.hash.digest('base64') !== wanted.digest) {
+        await truncate(file, offset);
+        this.digests.delete(id);
+        throw new TusStoreError(460, 'Checksum Mismatch\n');
+      }
     }
     this.options.counters.bytesReceived += received;
     if (digest) this.digests.set(id, { offset: offset + received, hash: digest });
