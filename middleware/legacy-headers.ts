@@ -9,7 +9,7 @@ export function legacyHeaders(options: { deleteEnabled: boolean }): RequestHandl
     res.setHeader('Access-Control-Allow-Methods', methods);
     // Authorization: browser clients (Converse.js) send the file-share JWT as a Bearer header.
     res.setHeader('Access-Control-Allow-Headers', 'Content-Type, Authorization');
-    res.setHeader('Access-Control-Expose-Headers', 'Content-Length, Content-Range, Accept-Ranges, ETag, Last-Modified');
+    res.setHeader('Access-Control-Expose-Headers', 'Content-Length, Content-Range, Accept-Ranges, ETag, Last-Modified, Content-Disposition');
     res.setHeader('Access-Control-Max-Age', '7200');
     next();
   };

@@ -20,6 +20,7 @@ import { removeAllVersions, type ReleaseBlob } from '../stores/versions.js';
 import { isWaitingFinal, type Concatenations } from '../hooks/tus-concat.js';
 import { CHECKSUM_ALGORITHMS, UPLOAD_ID, clientMetadata, parseChecksum, type ExpectedChecksum } from '../stores/tus-store.js';
 import { sendDownload } from './download.js';
+import { applyTusCors } from './tus-cors.js';
 import { announcesBody } from './body-gate.js';
 import { note } from './request-notes.js';
 import type { Admission } from '../server/admission.js';
@@ -28,7 +29,6 @@ import { grantTokenOf, verifyGrant, type Grant } from './upload-grant.js';
 
 export const TUS_VERSION = '1.0.0';
 const OVERRIDABLE = new Set(['PATCH', 'DELETE', 'HEAD', 'GET', 'OPTIONS']);
-export const EXPOSED = ['Upload-Offset', 'Upload-Length', 'Upload-Metadata', 'Upload-Expires', 'Upload-Defer-Length', 'Upload-Concat', 'Tus-Version', 'Tus-Resumable', 'Tus-Max-Size', 'Tus-Extension', 'Location', 'X-Download-URL'];
 
 export interface TusRouterDeps {
   tus: TusServer;
@@ -86,9 +86,7 @@ export function tusRouter(deps: TusRouterDeps): Router {
 
   const corsAndOverride: RequestHandler = (req, res, next) => {
     note(req, { door: 'tus', scheme: 'grant' });
-    // The library sets CORS only on the answers it writes itself; refusals from our gates need them too.
-    res.setHeader('Access-Control-Allow-Origin', '*');
-    res.setHeader('Access-Control-Expose-Headers', EXPOSED.join(', '));
+    applyTusCors(req, res);
     // Some proxies and clients only speak GET and POST (tus 1.0.0, "X-HTTP-Method-Override").
     const override = req.get('X-HTTP-Method-Override')?.toUpperCase();
     if (req.method === 'POST' && override && OVERRIDABLE.has(override)) req.method = override;

@@ -121,8 +121,6 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
       return node ? publicUrl(node, `${path}/${id}`) : `${path}/${id}`;
     },
     disableTerminationForFinishedUploads: true,
-    allowedHeaders: ['Authorization', 'X-HTTP-Method-Override'],
-    exposedHeaders: ['X-Download-URL', 'Upload-Expires'],
     maxSize: (req) => hooks.maxSize(req as TusRequest),
     onUploadCreate: (req, upload) => hooks.onUploadCreate(req as TusRequest, upload),
     onUploadFinish: (req, upload) => hooks.onUploadFinish(req as TusRequest, upload),

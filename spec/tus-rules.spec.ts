@@ -485,3 +485,45 @@ describe('tus rules: absolute Location and X-Download-URL', () => {
   });
 });
 
+
+describe('tus rules: one CORS policy', () => {
+  const tus = tusSession({ TusUploadExpiry: '1h' });
+  const list = (value: unknown) => String(value).split(',').map((name) => name.trim().toLowerCase());
+
+  it('answers a preflight with each allowed header once, Upload-Checksum among them', async () => {
+    const res = await rawRequest(tus.server.url, 'OPTIONS', '/files/0123456789abcdef0123456789abcdef', {
+      Origin: 'http://app.example',
+      'Access-Control-Request-Method': 'PATCH',
+      'Access-Control-Request-Headers': 'authorization,tus-resumable,upload-offset,upload-checksum,content-type',
+    });
+    assert.equal(res.status, 204);
+    assert.equal(res.headers['access-control-allow-origin'], '*');
+    const allowed = list(res.headers['access-control-allow-headers']);
+    assert.equal(new Set(allowed).size, allowed.length, `no name twice: ${allowed.join(', ')}`);
+    for (const name of ['authorization', 'tus-resumable', 'upload-offset', 'upload-checksum', 'content-type', 'upload-length', 'upload-metadata', 'upload-concat', 'upload-defer-length']) assert.ok(allowed.includes(name), name);
+    assert.ok(list(res.headers['access-control-allow-methods']).includes('patch'));
+  });
+
+  it('exposes the same headers on every answer: gates, the library, its refusals and the finishing PATCH', async () => {
+    const created = await tus.post({ 'Upload-Length': 4, 'Upload-Metadata': meta({ filename: 'c.txt' }) });
+    const location = String(created.headers.location);
+    const answers = {
+      creation: created,
+      head: await tus.head(location),
+      conflict: await tus.patch(location, 2, Buffer.from('xx')),
+      unauthenticated: await rawRequest(tus.server.url, 'HEAD', location, TUS),
+      finished: await tus.patch(location, 0, Buffer.from('done')),
+      download: await tus.get(location),
+    };
+    assert.equal(answers.conflict.status, 409);
+    assert.equal(answers.unauthenticated.status, 401);
+    for (const [what, res] of Object.entries(answers)) {
+      assert.equal(res.headers['access-control-allow-origin'], '*', what);
+      const exposed = list(res.headers['access-control-expose-headers']);
+      assert.equal(new Set(exposed).size, exposed.length, what);
+      for (const name of ['location', 'upload-offset', 'upload-expires', 'x-download-url', 'www-authenticate', 'content-disposition']) assert.ok(exposed.includes(name), `${what}: ${name}`);
+      // Request headers mean nothing to a page reading an answer.
+      for (const name of ['authorization', 'x-forwarded-host', 'x-http-method-override', 'content-type']) assert.ok(!exposed.includes(name), `${what}: ${name}`);
+    }
+  });
+});

@@ -54,6 +54,8 @@ export async function ensureDebianPackages(binaries: Record<string, string>): Pr
   if (process.getuid?.() !== 0) {
     throw new Error(`Missing Debian packages for the end-to-end tests; install them as root: apt-get install ${packages.join(' ')}`);
   }
+  // A first run installs several packages and would otherwise look hung for minutes.
+  process.stderr.write(`tests: installing missing Debian packages: ${packages.join(' ')} (apt-get, once per machine)\n`);
   updated ??= apt(['update']).catch((err: unknown) => {
     updated = undefined;
     throw err;

@@ -17,15 +17,13 @@ export interface RawOptions {
 }
 
 /**
- * One request with the path sent exactly as given; an absolute URL (a Location or X-Download-URL the server
- * handed out) must be on baseUrl's origin and is sent as its path.
+ * One request with the path sent exactly as given, except that an absolute URL on baseUrl's own origin (a
+ * Location or X-Download-URL the server handed out) is sent as its path. Any other absolute URL goes out raw,
+ * as an absolute-form request target.
  */
 export function rawRequest(baseUrl: string, method: string, rawPath: string, headers: Record<string, string | number> = {}, body?: Buffer, options: RawOptions = {}): Promise<RawResponse> {
   const { hostname, port, origin } = new URL(baseUrl);
-  if (/^https?:\/\//.test(rawPath)) {
-    if (!rawPath.startsWith(`${origin}/`)) throw new Error(`${rawPath} is not on ${origin}`);
-    rawPath = rawPath.slice(origin.length);
-  }
+  if (rawPath.startsWith(`${origin}/`)) rawPath = rawPath.slice(origin.length);
   return new Promise((resolve, reject) => {
     const req = http.request({ host: hostname, port, method, path: rawPath, headers, agent: false, ...(options.localAddress ? { localAddress: options.localAddress } : {}) }, (res) => {
       const chunks: Buffer[] = [];
