@@ -4,6 +4,7 @@
 // holds nothing.
 import type { IncomingMessage } from 'node:http';
 import type { RequestHandler } from 'express';
+import type { Admission } from '../server/admission.js';
 
 const UPLOAD_METHODS = new Set(['PUT', 'POST', 'PATCH']);
 
@@ -17,4 +18,20 @@ export function bodyGate(): RequestHandler {
     if (!UPLOAD_METHODS.has(req.method) && announcesBody(req)) res.setHeader('Connection', 'close');
     next();
   };
+}
+
+/**
+ * Waits for admission (NumWorkers, UploadQueueSize) before a body is read; a request without a body needs none.
+ * Resolves to the release; a client that goes away while it waits gives up its place.
+ */
+export async function admitBody(admission: Admission, req: IncomingMessage): Promise<() => void> {
+  if (!announcesBody(req)) return () => undefined;
+  const gone = new AbortController();
+  const onGone = () => gone.abort();
+  req.once('close', onGone);
+  try {
+    return await admission.admit(gone.signal);
+  } finally {
+    req.off('close', onGone);
+  }
 }

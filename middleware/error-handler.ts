@@ -35,9 +35,9 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     // Written by hand rather than with res.send: for a POST overridden to HEAD (X-HTTP-Method-Override) send()
     // would announce a body and omit it, and the client would wait for it; Node itself drops the body of a
     // real HEAD.
-    const body = `${error.message}\n`;
+    const body = error.problem ? `${JSON.stringify({ ...error.problem, title: error.message })}\n` : `${error.message}\n`;
     res.status(error.status);
-    res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+    res.setHeader('Content-Type', error.problem ? 'application/problem+json' : 'text/plain; charset=utf-8');
     res.setHeader('Content-Length', Buffer.byteLength(body));
     res.end(body);
   };

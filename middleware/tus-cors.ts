@@ -5,7 +5,7 @@
 import type { ServerResponse, OutgoingHttpHeaders } from 'node:http';
 import type { Request, Response } from 'express';
 
-/** What a page may send: the tus request headers, the grant, and the checksum extension's header. */
+/** What a page may send: the tus and IETF request headers, the grant, and the checksum extension's header. */
 export const ALLOWED_HEADERS = [
   'Authorization',
   'Content-Type',
@@ -18,6 +18,10 @@ export const ALLOWED_HEADERS = [
   'Upload-Checksum',
   'X-HTTP-Method-Override',
   'X-Requested-With',
+  // The IETF resumable-upload protocol.
+  'Upload-Complete',
+  'Upload-Incomplete',
+  'Upload-Draft-Interop-Version',
 ];
 
 /** What a page may read: every header these answers carry that is not CORS-safelisted already. */
@@ -41,6 +45,11 @@ export const EXPOSED_HEADERS = [
   'Content-Range',
   'Accept-Ranges',
   'ETag',
+  'Upload-Complete',
+  'Upload-Incomplete',
+  'Upload-Limit',
+  'Upload-Draft-Interop-Version',
+  'Accept-Patch',
 ];
 
 const METHODS = 'POST, GET, HEAD, PATCH, DELETE, OPTIONS';

@@ -21,7 +21,9 @@ import { isWaitingFinal, type Concatenations } from '../hooks/tus-concat.js';
 import { CHECKSUM_ALGORITHMS, UPLOAD_ID, clientMetadata, parseChecksum, type ExpectedChecksum } from '../stores/tus-store.js';
 import { sendDownload } from './download.js';
 import { applyTusCors } from './tus-cors.js';
-import { announcesBody } from './body-gate.js';
+import { INTEROP_HEADER, interopVersionOf } from './interop.js';
+import { PARTIAL_UPLOAD, type IetfUploads } from './ietf-upload.js';
+import { admitBody } from './body-gate.js';
 import { note } from './request-notes.js';
 import type { Admission } from '../server/admission.js';
 import type { PublicUrl } from '../server/public-url.js';
@@ -56,6 +58,8 @@ export interface TusRouterDeps {
   terminated(): void;
   /** Location as an absolute URL. */
   publicUrl: PublicUrl;
+  /** The IETF resumable-upload protocol, for requests with Upload-Draft-Interop-Version. */
+  ietf: IetfUploads;
 }
 
 /** Removes a request header before the library sees it (it reads rawHeaders as well as headers). */
@@ -90,12 +94,17 @@ export function tusRouter(deps: TusRouterDeps): Router {
     // Some proxies and clients only speak GET and POST (tus 1.0.0, "X-HTTP-Method-Override").
     const override = req.get('X-HTTP-Method-Override')?.toUpperCase();
     if (req.method === 'POST' && override && OVERRIDABLE.has(override)) req.method = override;
-    if (req.method === 'OPTIONS') res.setHeader('Tus-Checksum-Algorithm', CHECKSUM_ALGORITHMS.join(','));
+    if (req.method === 'OPTIONS') {
+      res.setHeader('Tus-Checksum-Algorithm', CHECKSUM_ALGORITHMS.join(','));
+      // The IETF protocol: "the server MUST include the Accept-Patch header field"; Upload-Limit "SHOULD".
+      res.setHeader('Accept-Patch', PARTIAL_UPLOAD);
+      res.setHeader('Upload-Limit', deps.ietf.uploadLimit(undefined));
+    }
     next();
   };
 
   const tusResumable: RequestHandler = (req, _res, next) => {
-    if (req.method === 'OPTIONS' || req.method === 'GET') return next();
+    if (req.method === 'OPTIONS' || req.method === 'GET' || req.get(INTEROP_HEADER) !== undefined) return next();
     // "If the Client's version is not supported by the Server, it MUST respond with 412 Precondition Failed
     // and MUST include the Tus-Version header into the response."
     if (req.get('Tus-Resumable') !== TUS_VERSION) {
@@ -183,6 +192,8 @@ export function tusRouter(deps: TusRouterDeps): Router {
 
   const gate: RequestHandler = async (req, res, next) => {
     if (req.method === 'OPTIONS') return next();
+    const interop = interopVersionOf(req.get(INTEROP_HEADER));
+    if (interop === null) throw httpError('E_BAD_REQUEST', { message: `Unsupported ${INTEROP_HEADER}; this server speaks 3 to 8` });
     const id = idOf(req);
     if (id !== '' && !UPLOAD_ID.test(id)) throw httpError('E_NOT_FOUND');
     if (id === '' && req.method !== 'POST') throw httpError('E_METHOD', { headers: { Allow: 'POST, OPTIONS' } });
@@ -215,6 +226,7 @@ export function tusRouter(deps: TusRouterDeps): Router {
     // tus 1.0.0, Concatenation: "The Server MUST respond with the 403 Forbidden status to PATCH requests against
     // a final upload URL and MUST NOT modify the final or its partial uploads."
     if (req.method === 'PATCH' && metadata[CONCAT_KEY]) throw httpError('E_FORBIDDEN', { message: 'A final upload cannot be patched' });
+    if (interop !== undefined) return deps.ietf.handle(req, res, { id, record, grant, version: interop });
     // The staging file of a committed upload is a link to the served file: it must never be written again.
     if (req.method === 'PATCH' && metadata[COMMITTED_KEY]) throw httpError('E_EXISTS', { message: 'Upload already finished' });
     // tus 1.0.0, Expiration: "The Client SHOULD use this header to determine if an upload is still valid before
@@ -255,16 +267,6 @@ export function tusRouter(deps: TusRouterDeps): Router {
     next();
   };
 
-  const admit = async (req: Request): Promise<() => void> => {
-    const gone = new AbortController();
-    const onGone = () => gone.abort();
-    req.once('close', onGone);
-    try {
-      return await deps.admission.admit(gone.signal);
-    } finally {
-      req.off('close', onGone);
-    }
-  };
 
   const handOver: RequestHandler = async (req, res) => {
     // The library routes on the full path (Express stripped the mount point) and would take a ?grant= query
@@ -272,7 +274,7 @@ export function tusRouter(deps: TusRouterDeps): Router {
     req.url = requestPath(req);
     // Refused before the body is admitted or asked for.
     const checksum = req.method === 'PATCH' || req.method === 'POST' ? expectedChecksumOf(req) : undefined;
-    const release = announcesBody(req) ? await admit(req) : () => undefined;
+    const release = await admitBody(deps.admission, req);
     try {
       // The gates passed: a client waiting on Expect: 100-continue may send its body now (the library never
       // answers it, so curl would wait out its whole expect timeout).

@@ -6,12 +6,18 @@ export interface HttpErrorOptions {
   cause?: unknown;
   /** Overrides the catalogue message when a more specific public text helps the client. */
   message?: string;
+  /**
+   * RFC 9457 problem details (type and extension members): the answer is then application/problem+json with
+   * these members and the message as its title.
+   */
+  problem?: Readonly<Record<string, unknown>>;
 }
 
 export class HttpError extends Error {
   readonly status: number;
   readonly code: string;
   readonly headers: Readonly<Record<string, string>>;
+  readonly problem: Readonly<Record<string, unknown>> | undefined;
 
   constructor(status: number, code: string, message: string, options: HttpErrorOptions = {}) {
     super(options.message ?? message, { cause: options.cause });
@@ -19,6 +25,7 @@ export class HttpError extends Error {
     this.status = status;
     this.code = code;
     this.headers = options.headers ?? {};
+    this.problem = options.problem;
   }
 }
 
@@ -40,6 +47,9 @@ export const CATALOGUE = {
   E_CLIENT: [400, 'Request refused'],
   E_METHOD: [405, 'Method not allowed'],
   E_EXISTS: [409, 'File already exists'],
+  E_OFFSET_MISMATCH: [409, 'Upload-Offset does not match the offset of the upload'],
+  E_INCONSISTENT_LENGTH: [400, 'Inconsistent length values for the upload'],
+  E_UPLOAD_COMPLETED: [400, 'Upload is already completed'],
   E_EXPIRED: [410, 'File expired'],
   E_LENGTH_REQUIRED: [411, 'Content-Length required'],
   E_PRECONDITION: [412, 'Precondition failed'],

@@ -15,6 +15,7 @@ import type { CommitUpload } from '../hooks/commit-upload.js';
 import { Concatenations } from '../hooks/tus-concat.js';
 import { createTusHooks, type TusRequest } from '../hooks/tus-hooks.js';
 import { tusRouter } from '../middleware/tus-router.js';
+import { ietfUploads } from '../middleware/ietf-upload.js';
 import { grantKey, type Grant } from '../middleware/upload-grant.js';
 import type { CommittedFiles } from '../stores/committed-files.js';
 import type { FileLayout } from '../stores/file-layout.js';
@@ -158,6 +159,17 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
       terminated: () => (counters.terminated += 1),
       concatenations,
       publicUrl,
+      ietf: ietfUploads({
+        store,
+        hooks,
+        locker,
+        logger,
+        publicUrl,
+        tusPath: config.TusPath,
+        expirationMs: config.TusUploadExpiry,
+        maxUploadSize: config.MaxUploadSize,
+        admission,
+      }),
     }),
     counters,
     sweep,

@@ -15,7 +15,8 @@ export interface TusResult {
   downloadUrl: string;
 }
 
-export type TusOptions = Partial<tus.UploadOptions> & { stream?: boolean };
+/** protocol: tus-js-client 4 has it (the IETF drafts), its type declarations do not yet. */
+export type TusOptions = Partial<tus.UploadOptions> & { stream?: boolean; protocol?: 'tus-v1' | 'ietf-draft-03' | 'ietf-draft-05' };
 
 /** Uploads data; resolves when the server committed it. */
 export function tusUpload(server: TestServer, data: Buffer, grant: string, options: TusOptions = {}): Promise<TusResult> {
