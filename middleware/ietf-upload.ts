@@ -16,7 +16,7 @@ import { HttpError, httpError, toHttp } from '../server/errors.js';
 import type { Logger } from '../server/logger.js';
 import type { PublicUrl } from '../server/public-url.js';
 import { COMMITTED_KEY, TusHookError, type createTusHooks, type TusRequest } from '../hooks/tus-hooks.js';
-import { type CountingFileStore } from '../stores/tus-store.js';
+import type { CountingFileStore, TusCounters } from '../stores/tus-store.js';
 import { appendStatus, completeHeaderName, completeHeaderOf, INTEROP_HEADER, lifetimeKey, needsPartialUploadType, requestedCompletion, type InteropVersion } from './interop.js';
 import type { Grant } from './upload-grant.js';
 import { admitBody } from './body-gate.js';
@@ -38,6 +38,8 @@ export interface IetfUploadDeps {
   maxUploadSize: number;
   /** NumWorkers and UploadQueueSize: a body is read only once admitted. */
   admission: Admission;
+  /** The tus door's counts (uploads created, finished, terminated), which these uploads belong to as well. */
+  counters: TusCounters;
 }
 
 export type IetfUploads = ReturnType<typeof ietfUploads>;
@@ -191,7 +193,9 @@ export function ietfUploads(deps: IetfUploadDeps) {
     }
     try {
       const tusReq: TusRequest = { runtime: { node: { req, res } } };
-      return (await deps.hooks.onUploadFinish(tusReq, await store.getUpload(id))).headers;
+      const { headers } = await deps.hooks.onUploadFinish(tusReq, await store.getUpload(id));
+      deps.counters.finished += 1;
+      return headers;
     } catch (err) {
       throw err instanceof TusHookError ? toHttp(err.cause) : err;
     }
@@ -240,6 +244,7 @@ export function ietfUploads(deps: IetfUploadDeps) {
     }
     upload.creation_date = new Date().toISOString();
     await store.create(upload);
+    deps.counters.created += 1;
     const location = deps.publicUrl(req, `${deps.tusPath}${upload.id}`);
     const record = (await store.configstore.get(upload.id))!;
     // "the server SHOULD announce the upload resource by sending an interim response with the 104 (Upload
@@ -342,6 +347,7 @@ export function ietfUploads(deps: IetfUploadDeps) {
     } finally {
       await held.unlock();
     }
+    deps.counters.terminated += 1;
     res.status(204).set({ [INTEROP_HEADER]: String(version) }).end();
   };
 

@@ -169,6 +169,7 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
         expirationMs: config.TusUploadExpiry,
         maxUploadSize: config.MaxUploadSize,
         admission,
+        counters,
       }),
     }),
     counters,

@@ -214,6 +214,17 @@ describe('IETF resumable uploads (draft-ietf-httpbis-resumable-upload)', functio
       assert.equal((await rawRequest(server.url, 'DELETE', path_(location), bob)).status, 403);
     });
 
+    it('counts its uploads with the tus ones for file_server_tus_uploads_total', async () => {
+      const before = { ...server.running.tus!.counters };
+      const { location } = await create({ 'Upload-Complete': '?0' });
+      assert.equal((await append(location, 0, Buffer.from('counted'), true)).status, 200);
+      const cancelled = await create({ 'Upload-Complete': '?0' });
+      assert.equal((await rawRequest(server.url, 'DELETE', path_(cancelled.location), v8())).status, 204);
+      const after = server.running.tus!.counters;
+      assert.deepEqual([after.created - before.created, after.finished - before.finished, after.terminated - before.terminated], [2, 1, 1]);
+      assert.equal(after.bytesReceived - before.bytesReceived, 7);
+    });
+
     // "Upon receiving a DELETE request, the server SHOULD deactivate the upload resource."
     it('cancels an upload with DELETE', async () => {
       const { location } = await create({ 'Upload-Complete': '?0' });
