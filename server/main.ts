@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The command line and composition root: parses arguments, loads config.toml, builds the logger and
-// starts the server; also the `sign` helper. Exit codes: 0 ok, 1 runtime failure, 2 configuration or usage.
+// starts the server; also the `sign`, `grant` and `upload` helpers. Exit codes: 0 ok, 1 runtime failure (an
+// upload that failed), 2 configuration or usage.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { defaultBaseUrl, signedUrls } from './cli-sign.js';
@@ -17,6 +18,8 @@ const USAGE = `Usage:
                         [--base-url URL] [--config PATH]
   hmac-file-server grant --subject S --max-size SIZE --ttl DURATION [--filename NAME] [--prefix PATH]
                          [--config PATH]
+  hmac-file-server upload FILE... (--url TUS_URL --grant GRANT | --config PATH [--subject S] [--url TUS_URL])
+                          [--parallel N] [--chunk-size SIZE] [--json] [--state-file PATH]
 `;
 
 class UsageError extends Error {}
@@ -88,6 +91,56 @@ async function grant(args: string[]): Promise<void> {
   process.stdout.write(`${token}\n`);
 }
 
+/** The tus endpoint of a configured server: PublicURL, else its own listener. */
+function tusEndpointOf(config: LoadedConfig['config']): string {
+  if (config.PublicURL !== '') return `${config.PublicURL}${config.TusPath}`;
+  return new URL(config.TusPath, defaultBaseUrl(config)).toString();
+}
+
+async function upload(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      url: { type: 'string' },
+      grant: { type: 'string' },
+      config: { type: 'string' },
+      subject: { type: 'string', default: 'cli' },
+      parallel: { type: 'string', default: '1' },
+      'chunk-size': { type: 'string' },
+      json: { type: 'boolean', default: false },
+      'state-file': { type: 'string' },
+    },
+  });
+  if (positionals.length === 0) throw new UsageError('upload needs at least one FILE');
+  const parallel = Number(values.parallel);
+  if (!Number.isInteger(parallel) || parallel < 1 || parallel > 64) throw new UsageError('--parallel is a whole number from 1 to 64');
+  const chunkSize = values['chunk-size'] === undefined ? Infinity : parseSize(values['chunk-size']);
+  if (chunkSize === undefined || chunkSize < 1) throw new UsageError('--chunk-size is a size such as 8MiB');
+  const config = values.config === undefined ? undefined : readConfig(values.config).config;
+  let token = values.grant;
+  if (token === undefined) {
+    if (config === undefined) throw new UsageError('upload needs --grant, or --config to make one with GrantSecret');
+    // A grant made here for this run: the server's own secret, its size limit, a day to finish or resume in.
+    const { grantKey, mintGrant } = await import('../middleware/upload-grant.js');
+    token = await mintGrant(grantKey(config.GrantSecret, config.Secret), { subject: values.subject, maxSize: config.MaxUploadSize, ttlSeconds: 86_400 });
+  }
+  const url = values.url ?? (config ? tusEndpointOf(config) : undefined);
+  if (url === undefined) throw new UsageError('upload needs --url (the tus endpoint, e.g. https://files.example.org/files/)');
+  const { runUploads, defaultStateFile } = await import('./cli-upload.js');
+  return runUploads({
+    url,
+    grant: token,
+    files: positionals,
+    json: values.json,
+    parallel,
+    chunkSize,
+    stateFile: values['state-file'] ?? defaultStateFile(),
+    stdout: process.stdout,
+    stderr: process.stderr,
+  });
+}
+
 async function serve(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -136,6 +189,7 @@ async function main(argv: string[]): Promise<void> {
   try {
     if (argv[0] === 'sign') sign(argv.slice(1));
     else if (argv[0] === 'grant') await grant(argv.slice(1));
+    else if (argv[0] === 'upload') process.exitCode = await upload(argv.slice(1));
     else await serve(argv);
   } catch (err) {
     if (err instanceof ConfigError) {
