@@ -15,6 +15,7 @@ import { legacyRouter } from '../middleware/legacy-router.js';
 import { legacyDoor } from '../middleware/legacy-door.js';
 import { securityHeaders } from '../middleware/security-headers.js';
 import { bodyGate } from '../middleware/body-gate.js';
+import { webUploadPage } from '../middleware/web-upload.js';
 import type { ConnectionCap } from './connection-cap.js';
 import type { Guards } from './guards.js';
 import type { Metrics } from './metrics.js';
@@ -56,6 +57,8 @@ export interface AppDeps {
   guards: Guards;
   /** MetricsEnabled: told of every request when it ends. */
   metrics?: Metrics;
+  /** Where the built upload page is (dist/web), for WebUploadEnabled. */
+  webDir: string;
 }
 
 export interface App {
@@ -66,7 +69,7 @@ export interface App {
   tus?: TusDoor;
 }
 
-export function createApp({ config, logger, tenants, keys, readPolicy, files, metadataCache, scan, dedup, cap, guards, metrics }: AppDeps): App {
+export function createApp({ config, logger, tenants, keys, readPolicy, files, metadataCache, scan, dedup, cap, guards, metrics, webDir }: AppDeps): App {
   const app = express();
   app.disable('x-powered-by');
   app.set('case sensitive routing', true);
@@ -109,6 +112,7 @@ export function createApp({ config, logger, tenants, keys, readPolicy, files, me
   for (const guard of guards.middlewares) app.use(guard);
   if (cap) app.use(cap.perClient);
   app.use(bodyGate());
+  if (config.WebUploadEnabled) app.use(webUploadPage({ dir: webDir, path: config.WebUploadPath, tusPath: config.TusPath }));
   let tus: TusDoor | undefined;
   const defaultTenant = tenants.find((t) => t.tenant.prefix === config.UploadSubDir);
   if ((config.ResumableUploadsEnabled || config.ChunkedUploadsEnabled) && defaultTenant) {

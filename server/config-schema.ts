@@ -137,6 +137,8 @@ export const configSchema = z.object({
   FileTTL: duration(),
   ResumableUploadsEnabled: bool(),
   TusPath: text().regex(/^\/[A-Za-z0-9_-][A-Za-z0-9._-]*\/$/, { error: 'a URL path of one segment such as "/files/"' }),
+  WebUploadEnabled: bool(),
+  WebUploadPath: text().regex(/^\/([A-Za-z0-9_-][A-Za-z0-9._-]*\/)*$/, { error: 'a URL path that starts and ends with "/", such as "/" or "/send/"' }),
   GrantSecret: text(),
   TusUploadExpiry: duration(),
   ResumableDownloadsEnabled: bool(),
@@ -211,6 +213,10 @@ export const configSchema = z.object({
   DeduplicationEnabled: bool(),
 }).superRefine((config, ctx) => {
   if (config.TusPath === `/${config.UploadSubDir}/`) ctx.addIssue({ code: 'custom', path: ['TusPath'], message: 'a path other than UploadSubDir' });
+  // The page's files live directly below it; it may sit at "/" but not inside the upload tree or TusPath.
+  for (const taken of [`/${config.UploadSubDir}/`, config.TusPath]) {
+    if (config.WebUploadPath.startsWith(taken)) ctx.addIssue({ code: 'custom', path: ['WebUploadPath'], message: `a path outside ${taken}` });
+  }
   const seen = new Set([config.UploadSubDir]);
   config.Tenants.forEach((t, i) => {
     if (`/${t.Prefix.split('/')[0]}/` === config.TusPath) ctx.addIssue({ code: 'custom', path: ['Tenants', i, 'Prefix'], message: 'a prefix outside TusPath' });
@@ -249,6 +255,8 @@ export const DEFAULTS: { readonly [K in ConfigKey]-?: Exclude<ConfigInput[K], un
   FileTTL: '0',
   ResumableUploadsEnabled: true,
   TusPath: '/files/',
+  WebUploadEnabled: false,
+  WebUploadPath: '/',
   GrantSecret: '',
   TusUploadExpiry: '24h',
   ResumableDownloadsEnabled: true,

@@ -29,6 +29,7 @@ import { createConnectionCap } from './connection-cap.js';
 import { createTlsContext, type TlsContext, type TlsTuning } from './tls.js';
 import { startAcme, type AcmeManager, type AcmeTuning } from './acme.js';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 export interface RunningServer extends Listener {
   /** Per tenant, longest prefix first; the default tenant (UploadSubDir) is among them. */
@@ -137,7 +138,9 @@ export async function startServer(config: Config, logger: Logger, options: Start
   const metadataCache = new MetadataCache();
   const readPolicy = { keys, verifyPlaintext: config.VerifyPlaintextDownloads };
   const files = new Map(tenants.map(({ tenant, layout }) => [tenant.prefix, new CommittedFiles(layout, readPolicy, { ...(release ? { release } : {}), cache: metadataCache })]));
-  const { app, tus, commits } = createApp({ config, logger, tenants, keys, readPolicy, files, metadataCache, cap, guards, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}), ...(metrics ? { metrics } : {}) });
+  // dist/web beside dist/server when compiled; the same dist/web when run from the sources (tests, tsx).
+  const webDir = fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../web/' : '../dist/web/', import.meta.url));
+  const { app, tus, commits } = createApp({ config, logger, tenants, keys, readPolicy, files, metadataCache, cap, guards, webDir, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}), ...(metrics ? { metrics } : {}) });
   // Staging files that outlived ReadTimeout belong to no request any more (a crash, a kill): sweep them now
   // and then every hour.
   const stagingAge = config.ReadTimeout > 0 ? config.ReadTimeout : 24 * 3_600_000;

@@ -36,6 +36,13 @@ describe('configuration', () => {
     }
   });
 
+  it('takes WebUploadPath outside the upload tree and TusPath only', () => {
+    assert.equal(parseConfigText('Secret = "s"\nWebUploadPath = "/send/"\n', '/srv').config.WebUploadPath, '/send/');
+    for (const bad of ['/upload/', '/upload/page/', '/files/', 'send/', '/send', '/../']) {
+      assert.match(problemsOf(`Secret = "s"\nWebUploadPath = "${bad}"\n`)[0] ?? '', /^WebUploadPath = /, bad);
+    }
+  });
+
   it('takes PublicURL as an absolute http(s) URL, without its trailing slash, and refuses anything else', () => {
     assert.equal(parseConfigText('Secret = "s"\nPublicURL = "https://files.example.org/"\n', '/srv').config.PublicURL, 'https://files.example.org');
     assert.equal(parseConfigText('Secret = "s"\nPublicURL = "http://example.org:8080/share/"\n', '/srv').config.PublicURL, 'http://example.org:8080/share');
