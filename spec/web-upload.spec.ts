@@ -163,6 +163,23 @@ describe('the upload page (Uppy) in Chromium', function () {
     await page.close();
   });
 
+  it("refuses, in the page, a file whose name is not the grant's filename, and takes the one that is", async () => {
+    const grant = await grantFor(server, { subject: 'alice', maxSize: MiB, filename: 'report.pdf' });
+    const { page } = await open(grant);
+    assert.match((await page.textContent('#limits')) ?? '', /only a file named “report\.pdf”/);
+    let posted = false;
+    page.on('request', (req) => (posted ||= req.method() === 'POST'));
+    await add(page, (await fileOf('other.pdf', 100)).file);
+    assert.match(await statusOf(page), /^other\.pdf: this link only allows a file named “report\.pdf”\.$/);
+    assert.equal(posted, false);
+    const { file, data } = await fileOf('report.pdf', 1000);
+    await add(page, file);
+    await uploadButton(page);
+    const link = await doneLink(page, 'report.pdf');
+    assert.equal(sha256(Buffer.from(await (await fetch(link)).arrayBuffer())), sha256(data));
+    await page.close();
+  });
+
   it("shows the server's reason for an expired grant", async () => {
     const grant = await grantFor(server, { subject: 'alice', maxSize: MiB, ttlSeconds: -60 });
     const { page } = await open(grant);

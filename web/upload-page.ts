@@ -75,10 +75,13 @@ function start(grant: string): void {
   showLimits(claims);
   const status = byId<HTMLParagraphElement>('status');
   const downloads = new Map<string, string>();
+  // Refused here for its name: Uppy then reports its own generic reason, which must not replace ours.
+  let refusedName: string | undefined;
   const uppy = new Uppy({
     restrictions: { ...(claims?.max_size !== undefined ? { maxFileSize: claims.max_size } : {}) },
     onBeforeFileAdded: (file: UppyFile<Record<string, unknown>, Record<string, never>>) => {
       if (claims?.filename !== undefined && file.name !== claims.filename) {
+        refusedName = file.name;
         status.textContent = `${file.name}: this link only allows a file named “${claims.filename}”.`;
         return false;
       }
@@ -99,6 +102,7 @@ function start(grant: string): void {
     },
   });
   uppy.on('restriction-failed', (file, error) => {
+    if (file?.name !== undefined && file.name === refusedName) return;
     status.textContent = `${file?.name ?? 'File'}: ${error.message}`;
   });
   uppy.on('upload-error', (file, error) => {
