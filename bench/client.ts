@@ -222,10 +222,12 @@ export function tusDoor(target: OursTarget | TusBaselineTarget, patchSize: numbe
         offset += length;
       }
       if (ours) {
-        const downloadPath = last?.headers['x-download-url'];
-        if (typeof downloadPath !== 'string' || !downloadPath.startsWith('/upload/')) throw new Error(`tus ${name}: no X-Download-URL in the final answer`);
-        const slot = decodeURIComponent(downloadPath.slice('/upload/'.length));
-        return finish(start, ours.fileOf(slot), new URL(downloadPath, ours.url).toString(), options);
+        // An absolute URL on the host the request named (or a path, for a Host the server would not use).
+        const header = last?.headers['x-download-url'];
+        const download = typeof header === 'string' ? new URL(header, ours.url) : undefined;
+        if (!download?.pathname.startsWith('/upload/')) throw new Error(`tus ${name}: no X-Download-URL in the final answer`);
+        const slot = decodeURIComponent(download.pathname.slice('/upload/'.length));
+        return finish(start, ours.fileOf(slot), download.toString(), options);
       }
       const id = new URL(uploadUrl).pathname.split('/').pop()!;
       return finish(start, (target as TusBaselineTarget).fileOf(id), uploadUrl, options);
