@@ -153,13 +153,14 @@ export function ietfUploads(deps: IetfUploadDeps) {
   const receivedOf = async (id: string): Promise<number> => (await store.getUpload(id)).offset;
 
   /**
-   * Takes the upload's lock. The draft's recommended concurrency: a new request for an upload ends the one
-   * still running (a client resuming after a connection it thinks is dead), whose bytes so far stay.
+   * Takes the upload's lock. The draft's recommended concurrency: a new request for an upload ends a transfer
+   * still running (a client resuming after a connection it thinks is dead), whose bytes so far stay. A HEAD or
+   * DELETE holds the lock only for a moment and is let finish.
    */
-  const lock = async (id: string, req: IncomingMessage) => {
+  const lock = async (id: string, req: IncomingMessage, transfer: boolean) => {
     const held = deps.locker.newLock(id);
     await held.lock(new AbortController().signal, () => {
-      req.destroy();
+      if (transfer) req.destroy();
     });
     return held;
   };
@@ -255,7 +256,7 @@ export function ietfUploads(deps: IetfUploadDeps) {
     const release = await admitBody(deps.admission, req);
     let offset: number;
     try {
-      const held = await lock(upload.id, req);
+      const held = await lock(upload.id, req, true);
       try {
         offset = await append(req, upload.id, 0, record, grant);
       } finally {
@@ -276,7 +277,7 @@ export function ietfUploads(deps: IetfUploadDeps) {
 
   const offsetOf = async (req: Request, res: Response, id: string, record: Upload, grant: Grant, version: InteropVersion): Promise<void> => {
     // "the server MUST NOT send outdated information": a running append is ended first.
-    const held = await lock(id, req);
+    const held = await lock(id, req, false);
     let offset: number;
     try {
       offset = await receivedOf(id);
@@ -308,7 +309,7 @@ export function ietfUploads(deps: IetfUploadDeps) {
     const release = await admitBody(deps.admission, req);
     let offset: number;
     try {
-      const held = await lock(id, req);
+      const held = await lock(id, req, true);
       try {
         const current = await receivedOf(id);
         // "If the Upload-Offset request header field value does not match the current offset, the server MUST
@@ -341,7 +342,7 @@ export function ietfUploads(deps: IetfUploadDeps) {
 
   const cancel = async (req: Request, res: Response, id: string, version: InteropVersion): Promise<void> => {
     // "The server SHOULD terminate any in-flight requests to the upload resource before sending the response".
-    const held = await lock(id, req);
+    const held = await lock(id, req, false);
     try {
       await store.remove(id).catch(() => store.configstore.delete(id));
     } finally {

@@ -145,6 +145,30 @@ describe('IETF resumable uploads (draft-ietf-httpbis-resumable-upload)', functio
       assert.equal(sha256((await rawRequest(server.url, 'GET', String(rest.headers['x-download-url']))).body), sha256(data));
     });
 
+    // "If a server receives a new request to retrieve the offset [...] while a previous request for creating the
+    // upload or appending representation data to the same upload resource is still ongoing, the server SHOULD
+    // [...] terminate the previous request before processing the new request."
+    it('ends an append still running when a HEAD for the same upload arrives, and reports what it kept', async () => {
+      const { location } = await create({ 'Upload-Complete': '?0' });
+      const url = new URL(server.url);
+      const stalled = net.connect(Number(url.port), url.hostname);
+      const closed = new Promise<void>((resolve) => stalled.on('close', () => resolve()));
+      stalled.on('error', () => undefined);
+      stalled.write(head('PATCH', path_(location), { ...v8(), Host: url.host, 'Upload-Offset': 0, 'Upload-Complete': '?0', 'Content-Type': PARTIAL, 'Content-Length': 100_000 }));
+      stalled.write(randomBytes(40_000));
+      // The rest never comes: to the client this connection looks dead.
+      await new Promise((r) => setTimeout(r, 300));
+      const started = Date.now();
+      const state = await rawRequest(server.url, 'HEAD', path_(location), v8());
+      assert.equal(state.status, 204);
+      assert.ok(Date.now() - started < 5000, 'the HEAD did not wait for the stalled append');
+      const offset = Number(state.headers['upload-offset']);
+      assert.ok(offset > 0 && offset <= 40_000, String(offset));
+      await closed;
+      const rest = await append(location, offset, randomBytes(10), true);
+      assert.equal(rest.status, 200, rest.body.toString());
+    });
+
     // "If the Upload-Offset request header field value does not match the current offset, the server MUST reject
     // the request with a 409 (Conflict) status code. The response MUST include the correct offset".
     it('answers a mismatching offset with 409, the correct Upload-Offset and the problem type', async () => {
