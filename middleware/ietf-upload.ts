@@ -302,8 +302,6 @@ export function ietfUploads(deps: IetfUploadDeps) {
     const provided = sfInteger(req.get('Upload-Offset'));
     if (provided === undefined) throw httpError('E_BAD_REQUEST', { message: 'Upload-Offset must be a non-negative integer' });
     const done = requestedComplete(req, version);
-    // "If the upload is already complete, the server MUST NOT modify the upload resource and MUST reject the request."
-    if (record.metadata?.[COMMITTED_KEY]) throw problem('E_UPLOAD_COMPLETED', {}, stateHeaders(version, true));
     const declared = requestedLength(req);
     const sent = contentLengthOf(req);
     const release = await admitBody(deps.admission, req);
@@ -317,7 +315,11 @@ export function ietfUploads(deps: IetfUploadDeps) {
         if (provided !== current) {
           throw problem('E_OFFSET_MISMATCH', { 'expected-offset': current, 'provided-offset': provided }, stateHeaders(version, false, current));
         }
-        const fresh = (await store.configstore.get(id)) ?? record;
+        const fresh = await store.configstore.get(id);
+        if (!fresh) throw httpError('E_NOT_FOUND');
+        // "If the upload is already complete, the server MUST NOT modify the upload resource and MUST reject the
+        // request." Checked under the lock, so one completed while this request waited is refused too.
+        if (fresh.metadata?.[COMMITTED_KEY]) throw problem('E_UPLOAD_COMPLETED', {}, stateHeaders(version, true));
         const length = declared ?? (done && sent !== undefined ? current + sent : undefined);
         if (length !== undefined) {
           if ((fresh.size !== undefined && fresh.size !== length) || length < current || (done && sent !== undefined && current + sent !== length)) throw problem('E_INCONSISTENT_LENGTH');
