@@ -294,7 +294,7 @@ export function ietfUploads(deps: IetfUploadDeps) {
     res.end();
   };
 
-  const appendTo = async (req: Request, res: Response, id: string, record: Upload, grant: Grant, version: InteropVersion): Promise<void> => {
+  const appendTo = async (req: Request, res: Response, id: string, grant: Grant, version: InteropVersion): Promise<void> => {
     // Version 6 on: "A client can continue the upload [...] by sending a PATCH request with the
     // application/partial-upload media type".
     const type = req.get('Content-Type')?.split(';')[0]?.trim().toLowerCase();
@@ -364,7 +364,7 @@ export function ietfUploads(deps: IetfUploadDeps) {
       }
       if (!record) throw httpError('E_NOT_FOUND');
       if (req.method === 'HEAD') return offsetOf(req, res, id, record, grant, version);
-      if (req.method === 'PATCH') return appendTo(req, res, id, record, grant, version);
+      if (req.method === 'PATCH') return appendTo(req, res, id, grant, version);
       if (req.method === 'DELETE') return cancel(req, res, id, version);
       throw httpError('E_METHOD', { headers: { Allow: 'HEAD, PATCH, DELETE, OPTIONS' } });
     },
