@@ -121,15 +121,9 @@ function metadataOf(req: Request): Record<string, string | null> {
   const metadata: Record<string, string> = {};
   // "The Content-Disposition header field can be used to transmit a filename."
   const disposition = req.get('Content-Disposition');
-  if (disposition !== undefined) {
-    let filename: string | undefined;
-    try {
-      filename = parseDisposition(disposition).parameters.filename;
-    } catch {
-      throw httpError('E_BAD_REQUEST', { message: 'Invalid Content-Disposition' });
-    }
-    if (filename) metadata.filename = filename;
-  }
+  // The parser is lenient: a header it cannot read gives no filename, and the upload is named after its id.
+  const filename = disposition === undefined ? undefined : parseDisposition(disposition).parameters.filename;
+  if (filename) metadata.filename = filename;
   const type = req.get('Content-Type')?.split(';')[0]?.trim().toLowerCase();
   if (type && type !== PARTIAL_UPLOAD && type !== 'application/offset+octet-stream') metadata.filetype = type;
   return metadata;

@@ -229,6 +229,17 @@ describe('IETF resumable uploads (draft-ietf-httpbis-resumable-upload)', functio
       assert.match(unknown.body.toString(), /Unsupported Upload-Draft-Interop-Version/);
     });
 
+    it('refuses malformed Upload-Length, Upload-Offset and Upload-Metadata with 400', async () => {
+      const post = (headers: Record<string, string>) => rawRequest(server.url, 'POST', '/files/', { ...v8(), 'Upload-Complete': '?0', ...headers });
+      assert.equal((await post({ 'Upload-Length': '-1' })).body.toString(), 'Upload-Length must be a non-negative integer\n');
+      assert.equal((await post({ 'Upload-Metadata': 'filename !!notbase64' })).body.toString(), 'Invalid Upload-Metadata\n');
+      const { location } = await create({ 'Upload-Complete': '?0' });
+      const noOffset = await rawRequest(server.url, 'PATCH', path_(location), { ...v8(), 'Upload-Complete': '?0', 'Content-Type': PARTIAL, 'Content-Length': 1 }, Buffer.from('x'));
+      assert.equal(noOffset.status, 400);
+      assert.equal(noOffset.body.toString(), 'Upload-Offset must be a non-negative integer\n');
+      assert.equal((await rawRequest(server.url, 'HEAD', path_(location), v8())).headers['upload-offset'], '0');
+    });
+
     it('keeps the grant and the owner: 401 without a grant, 403 for another subject', async () => {
       const noGrant = await rawRequest(server.url, 'POST', '/files/', { 'Upload-Draft-Interop-Version': '8', 'Upload-Complete': '?0' });
       assert.equal(noGrant.status, 401);

@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { buildUploadPage } from '../scripts/build-web.js';
+import { webUploadPage } from '../middleware/web-upload.js';
 import { startChromium } from './helpers/chromium.js';
 import { rawRequest } from './helpers/http.js';
 import { grantFor } from './helpers/tus-client.js';
@@ -201,6 +202,10 @@ describe('the upload page (Uppy) in Chromium', function () {
     const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - document.documentElement.clientWidth');
     assert.ok(overflow <= 0, `${overflow} px wider than the screen`);
     await page.close();
+  });
+
+  it('refuses to start the page when it was not built, naming the folder', () => {
+    assert.throws(() => webUploadPage({ dir: path.join(dir, 'not-built'), path: '/', tusPath: '/files/' }), /the upload page is not built in .*not-built \(npm run build\)/);
   });
 
   it('serves the page with its own self-only CSP, and nothing when WebUploadEnabled is off', async () => {
