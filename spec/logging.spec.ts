@@ -285,6 +285,8 @@ describe('logging', function () {
       await eventually(() => answered >= afterRotation + 30, 'requests after the rotation');
       running = false;
       await Promise.all(workers);
+      // A request's line is written when its answer has gone out: the last one may still be on its way to the file.
+      await eventually(async () => (await lines(path.join(logDir, 'hmac-file-server.log'))).some((l) => l.includes(`path=/upload/rotate/${sent - 1}.txt `)), 'the last request logged');
 
       const old = await lines(path.join(logDir, 'hmac-file-server.log.1'));
       const current = await lines(path.join(logDir, 'hmac-file-server.log'));
