@@ -6,7 +6,7 @@ import type { FileLayout } from '../stores/file-layout.js';
 import type { BlobRef, FileMetadata, StoredEncryption } from '../stores/file-metadata.js';
 import { checkExtension } from './extension-check.js';
 import type { Dedup } from './dedup.js';
-import { createPathLock } from './path-lock.js';
+import { createPathLock, type PathLock } from './path-lock.js';
 import { placeFile } from './place.js';
 import type { MetadataCache } from '../stores/metadata-cache.js';
 import { keepAsVersion, pruneVersions, restoreVersion } from '../stores/versions.js';
@@ -42,6 +42,8 @@ export interface CommitDeps {
   counters?: CommitCounters;
   /** Downloads' metadata cache: told of every path a commit replaces. */
   metadataCache?: MetadataCache;
+  /** One commit at a time per path (versioning); across instances when they share Redis. */
+  pathLock?: PathLock;
   now?: () => Date;
 }
 
@@ -54,7 +56,7 @@ export type CommitUpload = (layout: FileLayout, upload: StagedUpload) => Promise
 
 export function createCommitUpload(deps: CommitDeps): CommitUpload {
   const now = deps.now ?? (() => new Date());
-  const lockPath = createPathLock();
+  const lockPath = deps.pathLock ?? createPathLock();
   const { maxVersions } = deps;
   const release = deps.dedup ? (blob: BlobRef) => deps.dedup!.release(blob) : undefined;
 

@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
+import { HttpError } from '../server/errors.js';
 import type { Logger } from '../server/logger.js';
 import type { BlobStore } from '../stores/blobs.js';
 import type { DedupIndex } from '../stores/dedup-index.js';
@@ -95,7 +96,7 @@ export function createDedup(deps: DedupDeps): Dedup {
       if (!up || upload.sha256 === undefined) return undefined;
       const sha = upload.sha256;
       const blob: BlobRef = { sha, ref: randomBytes(12).toString('hex') };
-      return deps.blobs.lock(sha, async () => {
+      const adopted = deps.blobs.lock(sha, async () => {
         // A failure of the blob store is the disk's (a full disk): the commit fails as it would without
         // dedup. Only the index going away means "store without dedup for now".
         const info = await deps.blobs.adopt(sha, upload.stagingPath, { size: upload.size, ...(upload.encryption ? { encryption: upload.encryption } : {}) });
@@ -110,6 +111,12 @@ export function createDedup(deps: DedupDeps): Dedup {
           counters.bytesSaved += upload.size;
         }
         return { from: deps.blobs.dataPath(sha), ...(info.encryption ? { encryption: info.encryption } : {}), blob };
+      });
+      // The blob lock lives where the index does (Redis): while it cannot be had, store without dedup too.
+      return adopted.catch((err: unknown) => {
+        if (!(err instanceof HttpError) || err.code !== 'E_COORDINATION_DOWN') throw err;
+        down(err);
+        return undefined;
       });
     },
 

@@ -161,14 +161,23 @@ export function createTusHooks(deps: TusHookDeps) {
         deps.onPartialFinished(finished.id, req);
         return { headers: {} };
       }
-      const upload = { ...finished, metadata: record?.metadata ?? {} } as Upload;
-      const lock = deps.locker.newLock(upload.id);
+      const lock = deps.locker.newLock(finished.id);
       await lock.lock(new AbortController().signal, () => undefined);
+      const node = nodeRequestOf(req) as ExpressRequest | undefined;
+      const downloadUrl = (target: string) => {
+        const downloadPath = `/${deps.uploadSubDir}/${encodeSlotPath(target)}`;
+        return { 'X-Download-URL': node ? deps.publicUrl(node, downloadPath) : downloadPath };
+      };
+      // Read again under the lock: another request (here, or on another instance sharing the StoreDir) may
+      // have committed this upload while this one waited; a commit happens once.
+      const current = await deps.store.configstore.get(finished.id).catch(() => undefined);
+      const upload = { ...finished, metadata: current?.metadata ?? record?.metadata ?? {} } as Upload;
       try {
         const metadata = upload.metadata ?? {};
         const target = metadata[TARGET_KEY];
+        if (target && metadata[COMMITTED_KEY]) return { headers: downloadUrl(target) };
+        if (!current) throw httpError('E_NOT_FOUND', { message: 'Upload was removed' });
         if (!target || upload.storage?.path === undefined || upload.size === undefined) throw new Error(`tus upload ${upload.id} lacks its target`);
-        const node = nodeRequestOf(req) as ExpressRequest | undefined;
         const encryption = await deps.store.encryptionOf(upload.id);
         // PATCHes are written without a sync of their own; the finished file must be on disk before the link.
         await syncFile(upload.storage.path);
@@ -184,15 +193,15 @@ export function createTusHooks(deps: TusHookDeps) {
           sha256: await deps.store.digestOf(upload.id, upload.size),
           ...(encryption ? { encryption } : {}),
         });
-        if (node) note(node, { committed: { size: upload.size, ...(record?.creation_date ? { startedAt: Date.parse(record.creation_date) } : {}) } });
+        if (node) note(node, { committed: { size: upload.size, ...(current.creation_date ? { startedAt: Date.parse(current.creation_date) } : {}) } });
         upload.metadata = { ...metadata, [COMMITTED_KEY]: '1' };
-        record!.metadata = upload.metadata;
-        await deps.store.configstore.set(upload.id, record!);
-        const downloadPath = `/${deps.uploadSubDir}/${encodeSlotPath(target)}`;
-        return { headers: { 'X-Download-URL': node ? deps.publicUrl(node, downloadPath) : downloadPath } };
+        current.metadata = upload.metadata;
+        await deps.store.configstore.set(upload.id, current);
+        return { headers: downloadUrl(target) };
       } catch (err) {
-        // A refused upload (extension, conflict, …) keeps nothing: its staging bytes go too.
-        await deps.store.remove(upload.id).catch(() => undefined);
+        // A refused upload (extension, conflict, …) keeps nothing: its staging bytes go too. One that met a
+        // passing shortage (503: the scanner, the shared locks) keeps its bytes, and its next HEAD commits it.
+        if (toHttp(err).status !== 503) await deps.store.remove(upload.id).catch(() => undefined);
         if (!(err instanceof HttpError)) deps.logger.error('tus.commit_failed', { id: upload.id, cause: err instanceof Error ? err.stack : String(err) });
         throw new TusHookError(err);
       } finally {

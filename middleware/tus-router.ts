@@ -60,6 +60,8 @@ export interface TusRouterDeps {
   publicUrl: PublicUrl;
   /** The IETF resumable-upload protocol, for requests with Upload-Draft-Interop-Version. */
   ietf: IetfUploads;
+  /** Commits a finished upload (the finish hook), for one whose commit did not happen when its last byte came. */
+  finish: (req: Request, res: Response, upload: Upload) => Promise<unknown>;
 }
 
 /** Removes a request header before the library sees it (it reads rawHeaders as well as headers). */
@@ -83,6 +85,11 @@ function expectedChecksumOf(req: Request): ExpectedChecksum | undefined {
   if (!announced) return undefined;
   if (!/(^|,)\s*chunked\s*$/i.test(req.get('Transfer-Encoding') ?? '')) throw httpError('E_BAD_REQUEST', { message: 'An Upload-Checksum trailer needs Transfer-Encoding: chunked' });
   return { trailer: () => req.trailers['upload-checksum'] };
+}
+
+/** A plain upload (not a partial, not a final still waiting for its partials) that was not committed. */
+function isUncommitted(metadata: Readonly<Record<string, string | null>>): boolean {
+  return !metadata[COMMITTED_KEY] && !metadata[PARTIAL_KEY] && !isWaitingFinal(metadata);
 }
 
 export function tusRouter(deps: TusRouterDeps): Router {
@@ -240,6 +247,12 @@ export function tusRouter(deps: TusRouterDeps): Router {
     // "Response to HEAD request against partial or final upload MUST include the Upload-Concat header and its
     // value as received in the upload creation request."
     if (req.method === 'HEAD') {
+      // Every byte arrived but no commit followed: its instance was killed in between, or the commit met a
+      // passing 503. A client resumes with a HEAD, finds nothing left to send and stops: commit it now.
+      if (record && isUncommitted(metadata) && record.size !== undefined) {
+        const upload = await deps.store.getUpload(id);
+        if (upload.offset === upload.size) await deps.finish(req, res, upload);
+      }
       const concatValue = metadata[PARTIAL_KEY] ? 'partial' : metadata[CONCAT_KEY];
       if (concatValue) res.setHeader('Upload-Concat', concatValue);
       if (isWaitingFinal(metadata)) return answerWaitingFinal(res, id, metadata);

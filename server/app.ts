@@ -8,6 +8,7 @@ import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import type { Tenant } from './tenants.js';
 import { createTusDoor, type TusDoor } from './tus.js';
+import type { Locks } from './locks.js';
 import { publicUrl } from './public-url.js';
 import { createCommitUpload, type CommitCounters } from '../hooks/commit-upload.js';
 import { errorHandler, notFound } from '../middleware/error-handler.js';
@@ -59,6 +60,8 @@ export interface AppDeps {
   metrics?: Metrics;
   /** Where the built upload page is (dist/web), for WebUploadEnabled. */
   webDir: string;
+  /** The tus locker and the commit path's locks: in memory, or over Redis for several instances. */
+  locks: Locks;
 }
 
 export interface App {
@@ -69,7 +72,7 @@ export interface App {
   tus?: TusDoor;
 }
 
-export function createApp({ config, logger, tenants, keys, readPolicy, files, metadataCache, scan, dedup, cap, guards, metrics, webDir }: AppDeps): App {
+export function createApp({ config, logger, tenants, keys, readPolicy, files, metadataCache, scan, dedup, cap, guards, metrics, webDir, locks }: AppDeps): App {
   const app = express();
   app.disable('x-powered-by');
   app.set('case sensitive routing', true);
@@ -93,6 +96,7 @@ export function createApp({ config, logger, tenants, keys, readPolicy, files, me
     ...(scan ? { scan: scan.stage } : {}),
     ...(config.EnableVersioning ? { maxVersions: config.MaxVersions } : {}),
     ...(dedup ? { dedup } : {}),
+    pathLock: locks.paths,
   });
   const release = dedup ? (blob: BlobRef) => dedup.release(blob) : undefined;
 
@@ -126,6 +130,7 @@ export function createApp({ config, logger, tenants, keys, readPolicy, files, me
       commitUpload,
       admission: guards.admission,
       publicUrl: publicUrl(config.PublicURL),
+      locks,
     });
     app.use(config.TusPath.slice(0, -1), tus.router);
   }

@@ -1,5 +1,6 @@
 // The one error type of the server and the one place that turns any thrown value into an HTTP answer.
 // Public messages are fixed per code; causes (paths, errno, stacks) go to the log only.
+import { ERRORS } from '@tus/utils';
 
 export interface HttpErrorOptions {
   headers?: Record<string, string>;
@@ -66,6 +67,8 @@ export const CATALOGUE = {
   E_SCAN_QUEUE_FULL: [503, 'Too many uploads waiting for the virus scanner, try again later'],
   E_OVERLOADED: [503, 'Server busy, try again later'],
   E_ADMISSION_FULL: [503, 'Too many uploads at once, try again later'],
+  E_BUSY: [503, 'Upload is busy with another request, try again later'],
+  E_COORDINATION_DOWN: [503, 'Shared state unavailable, try again later'],
   E_TOO_MANY_CONNECTIONS: [503, 'Too many connections from your address, try again later'],
   E_DISK_FULL: [507, 'Insufficient storage'],
 } as const satisfies Record<string, readonly [number, string]>;
@@ -110,6 +113,8 @@ export function toHttp(err: unknown): HttpError {
   if (tus) {
     // Our hooks wrap an error for the library; its cause is what happened.
     if (tus.cause !== undefined) return toHttp(tus.cause);
+    // Another request holds the upload and did not let go in time: a passing state, not a fault.
+    if (err === ERRORS.ERR_LOCK_TIMEOUT) return httpError('E_BUSY', { cause: err, headers: { 'Retry-After': String(RETRY_AFTER_SECONDS) } });
     if (tus.status_code >= 400 && tus.status_code < 500) {
       return new HttpError(tus.status_code, tus.status_code === 400 ? 'E_BAD_REQUEST' : 'E_CLIENT', tus.body.trim() || CATALOGUE.E_CLIENT[1], { cause: err });
     }

@@ -88,13 +88,16 @@ function gaugeOf({ Gauge }: PromClient, registry: Registry, name: string, help: 
   });
 }
 
-export function createMetrics(prom: PromClient, registry: Registry, options: { defaultTenant: string }): Metrics {
+export function createMetrics(prom: PromClient, registry: Registry, options: { defaultTenant: string; instanceId: string }): Metrics {
   const { Counter, Histogram } = prom;
   prom.collectDefaultMetrics({ register: registry });
   const r = [registry];
   let inFlight = 0;
   let cpuLast = { usage: process.cpuUsage(), at: performance.now() };
 
+  // Several instances behind one proxy: which one answered this scrape (Prometheus' own instance label is the
+  // scrape address, which a port forward or a container network may hide).
+  new prom.Gauge({ name: 'file_server_instance_info', help: 'Always 1; instance_id says which instance this is (InstanceID)', labelNames: ['instance_id'], registers: r }).set({ instance_id: options.instanceId }, 1);
   gaugeOf(prom, registry, 'memory_usage_bytes', 'Resident set size of the server process, in bytes', () => process.memoryUsage.rss());
   gaugeOf(prom, registry, 'cpu_usage_percent', 'CPU used by the server process since the previous scrape, in percent of one core', () => {
     const now = { usage: process.cpuUsage(), at: performance.now() };

@@ -20,6 +20,8 @@ import { BlobStore } from '../stores/blobs.js';
 import { EmbeddedDedupIndex } from '../stores/dedup-index-embedded.js';
 import { RedisDedupIndex } from '../stores/dedup-index-redis.js';
 import { createRedis } from './redis.js';
+import { memoryLocks, redisLocks, type Locks } from './locks.js';
+import { RedisLeases } from './redis-locks.js';
 import type { Redis } from 'ioredis';
 import { createGuards, type Guards } from './guards.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -28,6 +30,7 @@ import { addressMatcher } from './address-list.js';
 import { createConnectionCap } from './connection-cap.js';
 import { createTlsContext, type TlsContext, type TlsTuning } from './tls.js';
 import { startAcme, type AcmeManager, type AcmeTuning } from './acme.js';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -49,9 +52,9 @@ export interface RunningServer extends Listener {
   metrics?: Metrics;
 }
 
-/** One Redis client for everything that shares state through it (the dedup index, the rate limits). */
+/** One Redis client for everything that shares state through it (locks, the dedup index, the rate limits). */
 async function connectRedis(config: Config, logger: Logger): Promise<Redis | undefined> {
-  if (!config.RedisEnabled || (!config.DeduplicationEnabled && !config.EnableRateLimiting)) return undefined;
+  if (!config.RedisEnabled) return undefined;
   const redis = await createRedis(config);
   redis.on('error', (err: Error) => logger.debug('redis.error', { cause: err.message }));
   // Give the first connection a moment, so a healthy Redis serves from the first request; a Redis that is
@@ -61,7 +64,7 @@ async function connectRedis(config: Config, logger: Logger): Promise<Redis | und
 }
 
 /** Blobs under StoreDir/.hmac/blobs, indexed in Redis (RedisEnabled) or in StoreDir/.hmac/refs. */
-async function startDedup(config: Config, logger: Logger, layout: FileLayout, redis: Redis | undefined): Promise<{ dedup: Dedup; close: () => Promise<void> }> {
+async function startDedup(config: Config, logger: Logger, layout: FileLayout, redis: Redis | undefined, locks: Locks): Promise<{ dedup: Dedup; close: () => Promise<void> }> {
   const hmacDir = path.dirname(layout.metaDir);
   let index;
   if (redis) {
@@ -70,7 +73,7 @@ async function startDedup(config: Config, logger: Logger, layout: FileLayout, re
     index = new EmbeddedDedupIndex(path.join(hmacDir, 'refs'));
   }
   const dedup = createDedup({
-    blobs: new BlobStore(path.join(hmacDir, 'blobs')),
+    blobs: new BlobStore(path.join(hmacDir, 'blobs'), locks.blobs),
     index,
     metaDirs: [layout.metaDir, layout.versionsDir],
     healthIntervalMs: config.RedisHealthCheckInterval,
@@ -85,6 +88,11 @@ async function startDedup(config: Config, logger: Logger, layout: FileLayout, re
       await index.close();
     },
   };
+}
+
+/** InstanceID, or the host name. */
+function instanceIdOf(config: Config): string {
+  return config.InstanceID || os.hostname();
 }
 
 /** The prefixes of the tenants nested below prefix, relative to it. */
@@ -114,7 +122,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
   const keys = keyRingFrom(config);
   // prom-client (and the OpenTelemetry API it pulls in) only with MetricsEnabled: an unscraped server has no use for it.
   const prom = config.MetricsEnabled ? await import('prom-client') : undefined;
-  const metrics = prom ? createMetrics(prom, new prom.Registry(), { defaultTenant: config.UploadSubDir }) : undefined;
+  const metrics = prom ? createMetrics(prom, new prom.Registry(), { defaultTenant: config.UploadSubDir, instanceId: instanceIdOf(config) }) : undefined;
   const scan = config.ClamAVEnabled
     ? createScanGate({
         scanner: new ClamdScanner(clamdAddress(config.ClamAVSocket), config.ClamAVTimeout),
@@ -128,7 +136,8 @@ export async function startServer(config: Config, logger: Logger, options: Start
       })
     : undefined;
   const redis = await connectRedis(config, logger);
-  const deduplication = config.DeduplicationEnabled ? await startDedup(config, logger, tenants[0]!.layout, redis) : undefined;
+  const locks = redis ? redisLocks(RedisLeases.open(redis, logger)) : memoryLocks();
+  const deduplication = config.DeduplicationEnabled ? await startDedup(config, logger, tenants[0]!.layout, redis, locks) : undefined;
   const dedup = deduplication?.dedup;
   const release = dedup ? (blob: BlobRef) => dedup.release(blob) : undefined;
   const cap = createConnectionCap(config.MaxConnectionsPerIP, addressMatcher(config.TrustedProxies));
@@ -140,7 +149,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
   const files = new Map(tenants.map(({ tenant, layout }) => [tenant.prefix, new CommittedFiles(layout, readPolicy, { ...(release ? { release } : {}), cache: metadataCache })]));
   // dist/web beside dist/server when compiled; the same dist/web when run from the sources (tests, tsx).
   const webDir = fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../web/' : '../dist/web/', import.meta.url));
-  const { app, tus, commits } = createApp({ config, logger, tenants, keys, readPolicy, files, metadataCache, cap, guards, webDir, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}), ...(metrics ? { metrics } : {}) });
+  const { app, tus, commits } = createApp({ config, logger, tenants, keys, readPolicy, files, metadataCache, cap, guards, webDir, locks, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}), ...(metrics ? { metrics } : {}) });
   // Staging files that outlived ReadTimeout belong to no request any more (a crash, a kill): sweep them now
   // and then every hour.
   const stagingAge = config.ReadTimeout > 0 ? config.ReadTimeout : 24 * 3_600_000;
@@ -159,7 +168,14 @@ export async function startServer(config: Config, logger: Logger, options: Start
     logger,
     counters: expiryCounters,
   };
-  const expire = (now?: number) => sweepExpired(expiryDeps, now);
+  // Several instances on one StoreDir: one of them sweeps at a time.
+  const expire = async (now?: number) => {
+    let removed = 0;
+    await locks.once('expiry-sweep', async () => {
+      removed = await sweepExpired(expiryDeps, now);
+    });
+    return removed;
+  };
   void expire();
   const expirer = setInterval(() => void expire(), sweepInterval(config.FileTTL)).unref();
   const operators = metrics
@@ -203,6 +219,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
   // An accept that fails (no descriptors left) is reported on the server; unheard, it would end the process.
   listener.server.on('error', (err: NodeJS.ErrnoException) => logger.error('server.accept_failed', { cause: err.code ?? err.message }));
   logger.info('server.listening', {
+    instance: instanceIdOf(config),
     address: listener.address,
     store: config.StoreDir,
     prefixes: tenants.map((t) => `/${t.tenant.prefix}/`).join(','),
@@ -235,6 +252,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
       await operators?.close();
       await guards.close();
       await deduplication?.close();
+      locks.close();
       redis?.disconnect();
     },
   };

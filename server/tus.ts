@@ -7,7 +7,8 @@ import { toHttp } from './errors.js';
 import type { Admission } from './admission.js';
 import { requestPath } from '../middleware/request-info.js';
 import { note } from '../middleware/request-notes.js';
-import { MemoryLocker, Server as TusServer, EVENTS } from '@tus/server';
+import { Server as TusServer, EVENTS } from '@tus/server';
+import type { Locks } from './locks.js';
 import type { Config } from './config.js';
 import type { PublicUrl } from './public-url.js';
 import type { Logger } from './logger.js';
@@ -45,6 +46,8 @@ export interface TusDoorDeps {
   release?: ReleaseBlob;
   /** Location and X-Download-URL as absolute URLs. */
   publicUrl: PublicUrl;
+  /** The tus locker, and the lease that lets one instance at a time sweep. */
+  locks: Locks;
 }
 
 /**
@@ -78,7 +81,7 @@ async function answerTusError(req: TusRequest, err: unknown, deps: { logger: Log
   return { status_code: error.status, body: `${error.message}\n` };
 }
 
-export function createTusDoor({ config, logger, keys, layout, files, commitUpload, admission, release, publicUrl }: TusDoorDeps): TusDoor {
+export function createTusDoor({ config, logger, keys, layout, files, commitUpload, admission, release, publicUrl, locks }: TusDoorDeps): TusDoor {
   const counters = newTusCounters();
   const checksums = new AsyncLocalStorage<ExpectedChecksum>();
   const store = new CountingFileStore(config.StoreDir, {
@@ -90,7 +93,7 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
     keys,
     stallMs: config.UploadStallTimeout,
   });
-  const locker = new MemoryLocker();
+  const locker = locks.tus;
   const grants = new WeakMap<IncomingMessage, Grant>();
   const partials = new WeakSet<IncomingMessage>();
   const created = new WeakMap<IncomingMessage, string>();
@@ -132,7 +135,11 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
   tus.on(EVENTS.POST_TERMINATE, () => (counters.terminated += 1));
 
   const sweep = async (now?: number) => {
-    const removed = await sweepTusUploads(store, config.TusUploadExpiry, logger, now);
+    let removed = 0;
+    // Several instances on one StoreDir: one of them sweeps at a time; the others' waiting finals still learn.
+    await locks.once('tus-sweep', async () => {
+      removed = await sweepTusUploads(store, config.TusUploadExpiry, logger, now);
+    });
     await concatenations.forgetGone();
     counters.expired += removed;
     return removed;
@@ -159,6 +166,7 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
       terminated: () => (counters.terminated += 1),
       concatenations,
       publicUrl,
+      finish: (req, res, upload) => hooks.onUploadFinish({ runtime: { node: { req, res } } }, upload),
       ietf: ietfUploads({
         store,
         hooks,

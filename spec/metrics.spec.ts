@@ -68,6 +68,8 @@ const BOUNDED: Record<string, (value: string, sample: ExposedSample) => boolean>
   limit: (v) => ['general', 'auth_failures'].includes(v),
   result: (v, s) => (s.name.startsWith('file_server_fail2ban_bans') ? ['banned', 'failed'] : ['queued', 'refused']).includes(v),
   le: (v) => v === '+Inf' || Number.isFinite(Number(v)),
+  // InstanceID of the server under test.
+  instance_id: (v, s) => s.name === 'file_server_instance_info' && v === 'files-a',
   // prom-client's default metrics.
   space: (v) => /^[a-z_]+$/.test(v),
   kind: (v) => ['major', 'minor', 'incremental', 'weakcb'].includes(v),
@@ -131,6 +133,7 @@ describe('metrics', function () {
     clamd = await startClamd();
     redis = await startRedis();
     server = await startTestServer({
+      InstanceID: 'files-a',
       MetricsEnabled: true,
       MetricsPort: 0,
       ClamAVEnabled: true,
@@ -301,6 +304,7 @@ describe('metrics', function () {
       ['file_server_scan_queue_length', 'gauge'],
       ['file_server_clamd_up', 'gauge'],
       ['file_server_redis_up', 'gauge'],
+      ['file_server_instance_info', 'gauge'],
     ]) {
       assert.equal(m.types.get(family!), type, family);
     }

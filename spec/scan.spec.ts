@@ -96,6 +96,36 @@ describe('virus scanning with clamd', function () {
       }
     });
 
+    it('keeps a tus upload whose commit met a 503, and commits it at the HEAD a resuming client sends', async () => {
+      const server = await startTestServer({ ClamAVEnabled: true, ClamAVSocket: clamd.socketPath, ClamAVHealthCheckInterval: '200ms' });
+      const tusHeaders = { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${await grantFor(server)}` };
+      try {
+        const data = randomBytes(5000);
+        const created = await rawRequest(server.url, 'POST', '/files/', { ...tusHeaders, 'Upload-Length': data.length, 'Upload-Metadata': `filename ${Buffer.from('kept.bin').toString('base64')}` });
+        assert.equal(created.status, 201);
+        const location = created.headers.location!;
+        await clamd.stop();
+        const patch = await rawRequest(server.url, 'PATCH', location, { ...tusHeaders, 'Upload-Offset': 0, 'Content-Type': 'application/offset+octet-stream' }, data);
+        assert.equal(patch.status, 503);
+        assert.equal((await rawRequest(server.url, 'GET', location, tusHeaders)).status, 404);
+        // Still down: the HEAD tries the commit again and says 503 again; nothing is lost.
+        assert.equal((await rawRequest(server.url, 'HEAD', location, tusHeaders)).status, 503);
+        await clamd.start();
+        await new Promise((r) => setTimeout(r, 500));
+        const head = await rawRequest(server.url, 'HEAD', location, tusHeaders);
+        assert.equal(head.status, 200);
+        assert.equal(head.headers['upload-offset'], String(data.length));
+        // Committed: the upload's URL serves the file to anyone, as for an upload committed at its last PATCH.
+        assert.deepEqual((await rawRequest(server.url, 'GET', location)).body, data);
+        assert.ok(server.logs.some((l) => /upload\.committed .*via=tus/.test(l)));
+        assert.equal((await rawRequest(server.url, 'HEAD', location, tusHeaders)).status, 200);
+        assert.equal(server.logs.filter((l) => /upload\.committed .*via=tus/.test(l)).length, 1);
+      } finally {
+        await server.close();
+        await clamd.start();
+      }
+    });
+
     it('refuses with 503 when clamd is slower than ClamAVTimeout', async () => {
       const slow = await scanCounter(clamd, 2000);
       const server = await startTestServer({ ClamAVEnabled: true, ClamAVSocket: slow.url, ClamAVTimeout: '300ms' });

@@ -5,7 +5,7 @@
 //   StoreDir/.hmac/blobs/<sha[0..2]>/<sha>         the bytes as stored (encrypted once, when encryption is on)
 //   StoreDir/.hmac/blobs/<sha[0..2]>/<sha>.json    {"size", "encryption"}: how to read them
 //
-// sha is the SHA-256 of the plaintext. Work on one blob is serialised in this process.
+// sha is the SHA-256 of the plaintext. Work on one blob is serialised by the lock the store is given.
 import { randomBytes } from 'node:crypto';
 import { link, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -18,10 +18,14 @@ export interface BlobInfo {
 }
 
 export class BlobStore {
-  /** Serialises adopt and release per blob. */
-  readonly lock: PathLock = createPathLock();
-
-  constructor(readonly dir: string) {}
+  /**
+   * @param lock serialises adopt and release per blob: in this process, or across instances (Redis) when
+   * they share the StoreDir.
+   */
+  constructor(
+    readonly dir: string,
+    readonly lock: PathLock = createPathLock(),
+  ) {}
 
   dataPath(sha: string): string {
     return path.join(this.dir, sha.slice(0, 2), sha);

@@ -96,6 +96,8 @@ export function clientMetadata(metadata: Upload['metadata']): Upload['metadata']
  * checksum extension. A chunk whose Upload-Checksum does not match (or that broke off, so it cannot be
  * checked) is cut off again before the library records a new offset, so the upload stays where it was.
  */
+const MAX_RUNNING_DIGESTS = 4096;
+
 export class CountingFileStore extends FileStore {
   constructor(
     storeDir: string,
@@ -118,7 +120,7 @@ export class CountingFileStore extends FileStore {
     this.extensions = [...this.extensions, 'checksum', 'checksum-trailer', 'concatenation', 'concatenation-unfinished'];
   }
 
-  /** Running plaintext SHA-256 per upload, as long as its chunks arrive in order in this process. */
+  /** Running plaintext SHA-256 per upload, as long as its chunks arrive in order in this process (at most MAX_RUNNING_DIGESTS). */
   private readonly digests = new Map<string, { offset: number; hash: Hash }>();
 
   /** Set once at creation and never changed: read from the tus record once per upload, not per PATCH. */
@@ -246,8 +248,11 @@ export class CountingFileStore extends FileStore {
       }
     }
     this.options.counters.bytesReceived += received;
+    this.digests.delete(id);
     if (digest) this.digests.set(id, { offset: offset + received, hash: digest });
-    else this.digests.delete(id);
+    // Uploads that went on and finished on another instance never come back here to drop theirs: the
+    // oldest go first (a missing running hash only means the commit reads the file once more).
+    if (this.digests.size > MAX_RUNNING_DIGESTS) this.digests.delete(this.digests.keys().next().value!);
     return offset + received;
   }
 }

@@ -1,0 +1,164 @@
+// Locks in memory and over Redis: one contract for both, then what only Redis locks must do across
+// instances: hand a lock over when asked, take it from a holder that died, keep it while the holder works.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { MemoryLocker } from '@tus/server';
+import { Redis } from 'ioredis';
+import { createPathLock } from '../hooks/path-lock.js';
+import { toHttp } from '../server/errors.js';
+import { createRedis } from '../server/redis.js';
+import { RedisLeases, RedisLocker, redisPathLock, type LeaseTuning } from '../server/redis-locks.js';
+import { lockerContract, pathLockContract } from './contracts/locker.contract.js';
+import { memoryLogger } from './helpers/memory-logger.js';
+import { startRedis, type RunningRedis } from './helpers/redis.js';
+
+lockerContract('memory', (timeout) => Promise.resolve(new MemoryLocker({ acquireLockTimeout: timeout })));
+pathLockContract('memory', () => Promise.resolve(createPathLock()));
+
+const TUNING: LeaseTuning = { leaseMs: 600, pollMs: 50, askAgainMs: 200 };
+
+describe('with a private Redis', function () {
+  this.timeout(60_000);
+  let redis: RunningRedis;
+  const opened: Array<{ leases: RedisLeases; client: Redis }> = [];
+  /** One "instance": its own connection and its own leases, as a server process has. */
+  const instance = async (tuning = TUNING) => {
+    const client = await createRedis({ RedisAddr: redis.addr, RedisPassword: '', RedisDBIndex: 0, RedisSentinels: [], RedisSentinelName: '' });
+    client.on('error', () => undefined);
+    await new Promise((resolve) => (client.status === 'ready' ? resolve(undefined) : client.once('ready', resolve)));
+    const leases = RedisLeases.open(client, memoryLogger().logger, tuning);
+    opened.push({ leases, client });
+    // The subscriber must be listening before a test relies on hearing "release".
+    await sleep(100);
+    return leases;
+  };
+  before(async () => {
+    redis = await startRedis();
+  });
+  after(async () => {
+    for (const { leases, client } of opened) {
+      leases.close();
+      client.disconnect();
+    }
+    await redis.dispose();
+  });
+
+  lockerContract('redis', async (timeout) => new RedisLocker(await instance(), timeout));
+  pathLockContract('redis', async () => redisPathLock(await instance(), 'contract'));
+
+  it('asks a holder on another instance to let go, and gets the lock as soon as it does', async () => {
+    const [a, b] = [new RedisLocker(await instance()), new RedisLocker(await instance())];
+    const upload = randomBytes(8).toString('hex');
+    const held = a.newLock(upload);
+    let asked = false;
+    await held.lock(new AbortController().signal, () => {
+      asked = true;
+      void held.unlock();
+    });
+    const started = Date.now();
+    const taken = b.newLock(upload);
+    await taken.lock(new AbortController().signal, () => undefined);
+    assert.equal(asked, true);
+    // Well inside the lease: it was handed over, not taken after expiry.
+    assert.ok(Date.now() - started < TUNING.leaseMs, `took ${Date.now() - started} ms`);
+    await taken.unlock();
+  });
+
+  it('takes the lock from a holder whose instance vanished once its lease runs out, not before', async () => {
+    const dead = await instance();
+    const upload = randomBytes(8).toString('hex');
+    const held = new RedisLocker(dead).newLock(upload);
+    await held.lock(new AbortController().signal, () => undefined);
+    // The holder's process dies: no unlock, no renewal, no answer to the release request.
+    const entry = opened.find((o) => o.leases === dead)!;
+    entry.leases.close();
+    entry.client.disconnect();
+    const started = Date.now();
+    const taken = new RedisLocker(await instance()).newLock(upload);
+    await taken.lock(new AbortController().signal, () => undefined);
+    const waited = Date.now() - started;
+    assert.ok(waited >= TUNING.leaseMs - 300, `took the lock after ${waited} ms, inside the dead holder's lease`);
+    assert.ok(waited < TUNING.leaseMs * 4, `waited ${waited} ms`);
+    await taken.unlock();
+  });
+
+  it('keeps a lock while its holder works longer than one lease', async () => {
+    const [a, b] = [await instance(), await instance()];
+    const lease = (await a.tryAcquire('long-work'))!;
+    assert.ok(lease);
+    for (let i = 0; i < 4; i++) {
+      await sleep(TUNING.leaseMs / 2);
+      assert.equal(await b.tryAcquire('long-work'), undefined, 'another instance took a lock that was being renewed');
+    }
+    assert.equal(lease.lost.aborted, false);
+    await lease.release();
+    const next = await b.tryAcquire('long-work');
+    assert.ok(next, 'free after release');
+    await next.release();
+  });
+
+  it('tells a holder whose lease was taken from it, so it stops', async () => {
+    const a = await instance();
+    let told = false;
+    const lease = (await a.tryAcquire('stolen', () => {
+      told = true;
+    }))!;
+    // What a long Redis outage does: the lease ran out and someone else has the key now.
+    const other = new Redis({ port: redis.port, host: '127.0.0.1' });
+    await other.set('hfs:lock:stolen', 'someone-else', 'PX', 5000);
+    await sleep(TUNING.leaseMs);
+    other.disconnect();
+    assert.equal(lease.lost.aborted, true);
+    assert.equal(told, true);
+    await lease.release();
+  });
+
+  it('runs a sweep on one instance at a time', async () => {
+    const instances = [await instance(), await instance(), await instance()];
+    let inside = 0;
+    let runs = 0;
+    const results = await Promise.all(
+      instances.map((leases) =>
+        leases.once('sweep', async () => {
+          inside += 1;
+          runs += 1;
+          assert.equal(inside, 1);
+          await sleep(100);
+          inside -= 1;
+        }),
+      ),
+    );
+    assert.equal(runs, 1);
+    assert.deepEqual(results.sort(), [false, false, true]);
+  });
+
+  it('answers 503 while Redis is down, and locks again once it is back', async () => {
+    const leases = await instance();
+    const lock = redisPathLock(leases, 'outage');
+    await redis.stop();
+    try {
+      const err = await lock('a', () => Promise.resolve()).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      assert.ok(err, 'locked without Redis');
+      const answer = toHttp(err);
+      assert.equal(answer.status, 503);
+      assert.equal(answer.code, 'E_COORDINATION_DOWN');
+      assert.equal(answer.headers['Retry-After'], '10');
+      assert.equal(await leases.once('sweep-outage', () => Promise.resolve()), false);
+    } finally {
+      await redis.start();
+    }
+    for (let i = 0; ; i++) {
+      try {
+        assert.equal(await lock('a', () => Promise.resolve('ok')), 'ok');
+        break;
+      } catch (err) {
+        if (i > 50) throw err;
+        await sleep(100);
+      }
+    }
+  });
+});
