@@ -12,6 +12,9 @@ import { RedisLeases, RedisLocker, redisPathLock, type LeaseTuning } from '../se
 import { lockerContract, pathLockContract } from './contracts/locker.contract.js';
 import { memoryLogger } from './helpers/memory-logger.js';
 import { startRedis, type RunningRedis } from './helpers/redis.js';
+import { rawRequest, signedPut } from './helpers/http.js';
+import { startTestServer } from './helpers/test-server.js';
+import { grantFor, tusUpload } from './helpers/tus-client.js';
 
 lockerContract('memory', (timeout) => Promise.resolve(new MemoryLocker({ acquireLockTimeout: timeout })));
 pathLockContract('memory', () => Promise.resolve(createPathLock()));
@@ -159,6 +162,49 @@ describe('with a private Redis', function () {
         if (i > 50) throw err;
         await sleep(100);
       }
+    }
+  });
+
+  it('a server with RedisEnabled: tus requests and versioned commits answer 503 while Redis is down, and resume after', async () => {
+    const server = await startTestServer({ RedisEnabled: true, RedisAddr: redis.addr, EnableVersioning: true });
+    try {
+      const auth = { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${await grantFor(server)}` };
+      const data = randomBytes(10_000);
+      const created = await rawRequest(server.url, 'POST', '/files/', { ...auth, 'Upload-Length': data.length, 'Upload-Metadata': `filename ${Buffer.from('outage.bin').toString('base64')}` });
+      assert.equal(created.status, 201);
+      const location = created.headers.location!;
+      const half = data.subarray(0, 5000);
+      assert.equal((await rawRequest(server.url, 'PATCH', location, { ...auth, 'Upload-Offset': 0, 'Content-Type': 'application/offset+octet-stream' }, half)).status, 204);
+      await redis.stop();
+      try {
+        const refused = await rawRequest(server.url, 'PATCH', location, { ...auth, 'Upload-Offset': 5000, 'Content-Type': 'application/offset+octet-stream' }, data.subarray(5000));
+        assert.equal(refused.status, 503);
+        assert.equal(refused.headers['retry-after'], '10');
+        assert.match(refused.body.toString(), /Shared state unavailable/);
+        // A versioned commit needs its path's lock: refused, and the file that was there stays.
+        assert.equal((await signedPut(server, 'v/doc.txt', Buffer.from('one'))).status, 503);
+      } finally {
+        await redis.start();
+      }
+      // Back: the upload resumes where it was, and versioned commits work again.
+      const deadline = Date.now() + 10_000;
+      let head;
+      do {
+        head = await rawRequest(server.url, 'HEAD', location, auth);
+        if (head.status !== 200) await sleep(200);
+      } while (head.status !== 200 && Date.now() < deadline);
+      assert.equal(head.headers['upload-offset'], '5000');
+      const done = await rawRequest(server.url, 'PATCH', location, { ...auth, 'Upload-Offset': 5000, 'Content-Type': 'application/offset+octet-stream' }, data.subarray(5000));
+      assert.equal(done.status, 204);
+      assert.deepEqual((await rawRequest(server.url, 'GET', location)).body, data);
+      assert.equal((await signedPut(server, 'v/doc.txt', Buffer.from('one'))).status, 201);
+      assert.equal((await signedPut(server, 'v/doc.txt', Buffer.from('two'))).status, 201);
+      assert.equal((await rawRequest(server.url, 'GET', '/upload/v/doc.txt')).body.toString(), 'two');
+      // And a full round with tus-js-client through the Redis locks.
+      const again = await tusUpload(server, data, await grantFor(server), { chunkSize: 4096 });
+      assert.deepEqual((await rawRequest(again.downloadUrl, 'GET', new URL(again.downloadUrl).pathname)).body, data);
+    } finally {
+      await server.close();
     }
   });
 });

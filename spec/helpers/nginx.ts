@@ -36,11 +36,15 @@ export interface NginxOptions {
   shipped?: string;
 }
 
-/** The upstream the shipped site's `server …;` line is pointed at: a loopback port, or a unix socket path. */
-export type Upstream = number | { socket: string };
+/**
+ * The upstream the shipped site's `server …;` line is pointed at: a loopback port, several (one `server` line
+ * each, as the README's "Several instances" shows), or a unix socket path.
+ */
+export type Upstream = number | number[] | { socket: string };
 
 function replaceUpstream(shipped: string, file: string, upstream: Upstream): string {
-  const [line, replacement] = typeof upstream === 'number' ? [TCP_UPSTREAM, `server 127.0.0.1:${upstream};`] : [UNIX_UPSTREAM, `server unix:${upstream.socket};`];
+  const ports = typeof upstream === 'number' ? [upstream] : Array.isArray(upstream) ? upstream : undefined;
+  const [line, replacement] = ports ? [TCP_UPSTREAM, ports.map((port) => `server 127.0.0.1:${port};`).join('\n    ')] : [UNIX_UPSTREAM, `server unix:${(upstream as { socket: string }).socket};`];
   if (!shipped.includes(line)) throw new Error(`nginx/${file} has no "${line}" line to point at the test's upstream`);
   return shipped.replace(line, replacement);
 }

@@ -1,0 +1,190 @@
+// Three real server processes behind the shipped nginx (round robin), on one StoreDir and one Redis: tus
+// uploads go on from instance to instance, racing commits have one winner, identical content is one blob, and
+// uploads survive an instance killed mid-way.
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import * as tus from 'tus-js-client';
+import { encodeSlotPath } from '../server/cli-sign.js';
+import { signSlot } from '../middleware/slot-verifier-hmac.js';
+import { grantKey, mintGrant } from '../middleware/upload-grant.js';
+import { startChildServer, type ChildServer } from './helpers/child-server.js';
+import { rawRequest } from './helpers/http.js';
+import { startNginx, type RunningNginx } from './helpers/nginx.js';
+import { startRedis, type RunningRedis } from './helpers/redis.js';
+
+const SECRET = 'several-instances-secret';
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** tus-js-client through nginx, retrying the way an app does when an instance goes away. */
+function upload(base: string, grant: string, data: Buffer, name: string, chunkSize: number, onChunk?: () => void): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const client = new tus.Upload(data, {
+      endpoint: `${base}/files/`,
+      headers: { Authorization: `Bearer ${grant}` },
+      metadata: { filename: name, filetype: 'application/octet-stream' },
+      chunkSize,
+      retryDelays: [100, 300, 600, 1000, 2000, 3000, 5000, 5000, 5000],
+      onChunkComplete: () => onChunk?.(),
+      onError: reject,
+      onSuccess: (payload) => {
+        const download = payload.lastResponse.getHeader('X-Download-URL');
+        if (download) resolve(new URL(download).pathname);
+        else reject(new Error(`no X-Download-URL for ${name}`));
+      },
+    });
+    client.start();
+  });
+}
+
+/** Upload ids whose PATCHes each instance answered, from its request log. */
+async function patchesBy(instances: readonly ChildServer[]): Promise<Array<Set<string>>> {
+  return Promise.all(
+    instances.map(async (instance) => {
+      const ids = new Set<string>();
+      for (const line of await instance.logLines()) {
+        const match = /http\.request method=PATCH path=\/files\/([0-9a-f]+) status=204/.exec(line);
+        if (match) ids.add(match[1]!);
+      }
+      return ids;
+    }),
+  );
+}
+
+async function blobsIn(storeDir: string): Promise<string[]> {
+  const entries = await readdir(path.join(storeDir, '.hmac', 'blobs'), { recursive: true, withFileTypes: true }).catch(() => []);
+  return entries.filter((e) => e.isFile() && !e.name.endsWith('.json')).map((e) => e.name);
+}
+
+describe('several instances behind nginx, one StoreDir and one Redis', function () {
+  this.timeout(180_000);
+  let redis: RunningRedis;
+  let storeDir: string;
+  let instances: ChildServer[];
+  let nginx: RunningNginx;
+  let base: string;
+  let grant: string;
+
+  before(async function () {
+    this.timeout(600_000);
+    redis = await startRedis();
+    storeDir = await mkdtemp(path.join(os.tmpdir(), 'hfs-shared-'));
+    instances = await Promise.all(
+      ['a', 'b', 'c'].map((name) =>
+        startChildServer({
+          startTimeoutMs: 60_000,
+          config: { Secret: SECRET, StoreDir: storeDir, RedisEnabled: true, RedisAddr: redis.addr, DeduplicationEnabled: true, InstanceID: `files-${name}`, MaxUploadSize: '64MiB' },
+        }),
+      ),
+    );
+    // Plain HTTP to nginx: what is under test is the spreading over instances, not TLS.
+    nginx = await startNginx(
+      instances.map((i) => Number(new URL(i.url).port)),
+      { edit: (site) => site.replace(/listen (\S+) ssl;/, 'listen $1;') },
+    );
+    base = `http://127.0.0.1:${nginx.port}`;
+    grant = await mintGrant(grantKey('', SECRET), { subject: 'alice', maxSize: 64 * 1024 * 1024, ttlSeconds: 3600 });
+  });
+
+  after(async () => {
+    await nginx?.stop();
+    await Promise.all((instances ?? []).map((i) => i.stop()));
+    await redis?.dispose();
+    if (storeDir) await rm(storeDir, { recursive: true, force: true });
+  });
+
+  it('says which instance it is in its start-up line', async () => {
+    for (const [i, name] of ['files-a', 'files-b', 'files-c'].entries()) {
+      assert.ok((await instances[i]!.logLines()).some((l) => l.includes('server.listening') && l.includes(`instance=${name}`)));
+    }
+  });
+
+  it('takes 20 parallel tus uploads whose chunks land on different instances, each file whole through every instance', async () => {
+    const files = Array.from({ length: 20 }, (_, i) => ({ name: `spread-${i}.bin`, data: randomBytes(400_000 + i * 1000) }));
+    const paths = await Promise.all(files.map((f) => upload(base, grant, f.data, f.name, 64 * 1024)));
+    const by = await patchesBy(instances);
+    for (const [i, ids] of by.entries()) assert.ok(ids.size > 0, `instance ${i} answered no PATCH`);
+    const all = new Set(by.flatMap((ids) => [...ids]));
+    const spread = [...all].filter((id) => by.filter((ids) => ids.has(id)).length >= 2);
+    assert.ok(spread.length >= 15, `only ${spread.length} of ${all.size} uploads had chunks on more than one instance`);
+    for (const [i, file] of files.entries()) {
+      for (const instance of instances) {
+        const got = await rawRequest(instance.url, 'GET', paths[i]!);
+        assert.equal(got.status, 200, `${file.name} through ${instance.url}`);
+        assert.equal(sha256(got.body), sha256(file.data), `${file.name} through ${instance.url}`);
+      }
+    }
+  });
+
+  it('gives exactly one 201 to 20 racing PUTs of one path across the instances', async () => {
+    const slot = 'race/one.bin';
+    const bodies = Array.from({ length: 20 }, () => randomBytes(50_000));
+    const answers = await Promise.all(
+      bodies.map((body) => {
+        const mac = signSlot(SECRET, 'v2', slot, body.length, 'application/octet-stream');
+        return rawRequest(base, 'PUT', `/upload/${encodeSlotPath(slot)}?v2=${mac}`, { 'Content-Length': body.length, 'Content-Type': 'application/octet-stream' }, body);
+      }),
+    );
+    const statuses = answers.map((a) => a.status);
+    assert.equal(statuses.filter((s) => s === 201).length, 1, statuses.join(','));
+    assert.equal(statuses.filter((s) => s === 409).length, 19, statuses.join(','));
+    const winner = bodies[statuses.indexOf(201)]!;
+    for (const instance of instances) assert.equal(sha256((await rawRequest(instance.url, 'GET', `/upload/${slot}`)).body), sha256(winner));
+  });
+
+  it('stores identical files put through different instances at once as one blob', async () => {
+    // A few rounds: two instances adopting one blob at the same moment is what the shared blob lock is for.
+    for (let round = 0; round < 4; round++) {
+      const data = randomBytes(200_000);
+      const before = await blobsIn(storeDir);
+      const slots = Array.from({ length: 9 }, (_, i) => `same/${round}/${i}.bin`);
+      const answers = await Promise.all(
+        slots.map((slot, i) => {
+          const mac = signSlot(SECRET, 'v2', slot, data.length, 'application/octet-stream');
+          return rawRequest(instances[i % 3]!.url, 'PUT', `/upload/${encodeSlotPath(slot)}?v2=${mac}`, { 'Content-Length': data.length, 'Content-Type': 'application/octet-stream' }, data);
+        }),
+      );
+      assert.deepEqual(
+        answers.map((a) => a.status),
+        Array<number>(9).fill(201),
+      );
+      const added = (await blobsIn(storeDir)).filter((b) => !before.includes(b));
+      assert.deepEqual(added, [sha256(data)]);
+      const inodes = new Set(await Promise.all(slots.map(async (slot) => (await stat(path.join(storeDir, 'upload', slot))).ino)));
+      assert.equal(inodes.size, 1, `round ${round}: the paths do not all share the blob's bytes`);
+      for (const slot of slots) assert.equal(sha256((await rawRequest(base, 'GET', `/upload/${slot}`)).body), sha256(data));
+    }
+  });
+
+  it('finishes every upload through the other instances when one is killed mid-way', async () => {
+    const files = Array.from({ length: 20 }, (_, i) => ({ name: `survive-${i}.bin`, data: randomBytes(1_500_000 + i * 1000) }));
+    let chunks = 0;
+    let killed: Promise<void> | undefined;
+    const victim = instances[2]!;
+    const victimBefore = (await patchesBy([victim]))[0]!.size;
+    const paths = await Promise.all(
+      files.map((f) =>
+        upload(base, grant, f.data, f.name, 128 * 1024, () => {
+          chunks += 1;
+          // About a third of the way: every upload is under way, several on the victim.
+          if (chunks === 80) killed = (async () => {
+            process.kill(victim.pid, 'SIGKILL');
+            await victim.waitForExit();
+          })();
+        }),
+      ),
+    );
+    await killed;
+    assert.equal(victim.exit?.signal, 'SIGKILL');
+    assert.ok((await patchesBy([victim]))[0]!.size > victimBefore, 'the killed instance had taken no chunk of these uploads');
+    for (const [i, file] of files.entries()) {
+      for (const instance of instances.slice(0, 2)) {
+        const got = await rawRequest(instance.url, 'GET', paths[i]!);
+        assert.equal(got.status, 200, `${file.name} through ${instance.url}`);
+        assert.equal(sha256(got.body), sha256(file.data), `${file.name} through ${instance.url}`);
+      }
+    }
+  });
+});
