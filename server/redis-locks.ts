@@ -178,9 +178,9 @@ export class RedisLeases {
         if (released) return;
         released = true;
         stop();
-        this.wake(name);
         try {
           await this.redis.eval(RELEASE, 1, keyOf(name), holder.token);
+          this.wake(name);
           await this.redis.publish(CHANNEL, `freed ${name}`);
         } catch (err) {
           // The lease runs out by itself; until then a waiter keeps trying.
