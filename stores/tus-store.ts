@@ -91,13 +91,13 @@ export function clientMetadata(metadata: Upload['metadata']): Upload['metadata']
   return own.length > 0 ? Object.fromEntries(own) : undefined;
 }
 
+const MAX_RUNNING_DIGESTS = 4096;
+
 /**
  * @tus/file-store with our own write: ChunkSize as the write buffer, a byte count for the metrics, and the
  * checksum extension. A chunk whose Upload-Checksum does not match (or that broke off, so it cannot be
  * checked) is cut off again before the library records a new offset, so the upload stays where it was.
  */
-const MAX_RUNNING_DIGESTS = 4096;
-
 export class CountingFileStore extends FileStore {
   constructor(
     storeDir: string,
