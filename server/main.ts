@@ -2,6 +2,7 @@
 // The command line and composition root: parses arguments, loads config.toml, builds the logger and
 // starts the server; also the `sign`, `grant` and `upload` helpers. Exit codes: 0 ok, 1 runtime failure (an
 // upload that failed), 2 configuration or usage.
+import type { RunningServer } from './run.js';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { defaultBaseUrl, signedUrls } from './cli-sign.js';
@@ -159,23 +160,30 @@ async function serve(args: string[]): Promise<void> {
   if (values['validate-config']) return void process.stdout.write(`${values.config}: OK\n`);
 
   const logger = createLogger(config);
-  // Imported here, so that --version, --validate-config, sign and grant do not load the whole server.
-  const { startServer } = await import('./run.js');
-  const running = await startServer(config, logger, { configFile: values.config });
   // SIGHUP: re-read the IP lists now (logrotate and operators send it after editing config.toml), and open
-  // LogFile again by name (logrotate renamed it).
-  process.on('SIGHUP', () => {
+  // LogFile again by name (logrotate renamed it). Heard from here on: unheard, SIGHUP ends the process, and
+  // a start can take seconds (Redis, ACME); one that comes meanwhile is acted on once the server runs.
+  let running: RunningServer | undefined;
+  let reloadWhenStarted = false;
+  const reload = () => {
+    reopenLogFile(logger);
+    if (!running) return void (reloadWhenStarted = true);
     void running.guards.reloadLists();
     // EnableTLS: read the certificates again (certbot's deploy hook can send SIGHUP after a renewal).
     void running.tls?.reload();
-    reopenLogFile(logger);
-  });
+  };
+  process.on('SIGHUP', reload);
+  // Imported here, so that --version, --validate-config, sign and grant do not load the whole server.
+  const { startServer } = await import('./run.js');
+  const server = await startServer(config, logger, { configFile: values.config });
+  running = server;
+  if (reloadWhenStarted) reload();
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     logger.info('server.stopping', { signal, graceMs: config.GracefulShutdownTimeout });
-    void running.close(config.GracefulShutdownTimeout).then(() => {
+    void server.close(config.GracefulShutdownTimeout).then(() => {
       logger.info('server.stopped');
       logger.on('finish', () => process.exit(0));
       logger.end();

@@ -2,7 +2,8 @@
 // address believed only from a trusted proxy, and the lists re-read on IPCheckInterval and on SIGHUP with a
 // broken file leaving the lists in force.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { freePort } from './helpers/local-daemon.js';
 import os from 'node:os';
 import path from 'node:path';
 import { rawRequest, signedPath, signedPut } from './helpers/http.js';
@@ -139,9 +140,42 @@ describe('IP management', () => {
     });
     after(() => child.stop());
 
+    it('lives through a SIGHUP that comes while it is still starting, and acts on it once it runs', async () => {
+      let sentAt: number | undefined;
+      const dead = await freePort();
+      const starting = await startChildServer({
+        // Redis that never answers holds the start for its 2 s grace: a wide window for the signal.
+        config: { ...LISTS, BlockedIPs: [], IPCheckInterval: '1h', RedisEnabled: true, RedisAddr: `127.0.0.1:${dead}` },
+        startTimeoutMs: 30_000,
+        onSpawn: (pid) =>
+          void (async () => {
+            // As soon as the process listens for SIGHUP (bit 0 of SigCgt), long before it serves.
+            for (;;) {
+              const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+              if (status === '') return;
+              const caught = /^SigCgt:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+              if (caught !== undefined && (BigInt(`0x${caught}`) & 1n) === 1n) break;
+              await new Promise((r) => setTimeout(r, 5));
+            }
+            sentAt = Date.now();
+            process.kill(pid, 'SIGHUP');
+          })(),
+      });
+      try {
+        assert.ok(sentAt !== undefined, 'no SIGHUP was sent');
+        const listening = (await starting.logLines()).find((l) => l.includes('server.listening'))!;
+        const listeningAt = Date.parse(listening.split(' ')[0]!);
+        assert.ok(listeningAt > sentAt, `the signal came after the start (${listening})`);
+        assert.ok(starting.alive());
+        await eventually(async () => (await starting.logLines()).some((l) => l.includes('ip_lists.reloaded')), 'the SIGHUP was acted on once the server ran');
+        assert.equal((await from(starting, '127.0.0.30')).status, 404);
+      } finally {
+        await starting.stop();
+      }
+    });
+
     it('re-reads the lists from config.toml when the process gets SIGHUP', async () => {
       assert.equal((await from(child, '127.0.0.30')).status, 404);
-      const { readFile } = await import('node:fs/promises');
       const text = await readFile(child.configFile, 'utf8');
       await writeFile(child.configFile, text.replace(/^BlockedIPs = .*$/m, 'BlockedIPs = ["127.0.0.30"]'));
       process.kill(child.pid, 'SIGHUP');

@@ -19,6 +19,8 @@ export interface ChildServerOptions {
   nofileAtSpawn?: number;
   /** How long to wait for server.listening. */
   startTimeoutMs?: number;
+  /** Called with the pid as soon as the process is spawned, while it is still starting. */
+  onSpawn?: (pid: number) => void;
 }
 
 type Exit = { code: number | null; signal: NodeJS.Signals | null };
@@ -84,6 +86,7 @@ export async function startChildServer(options: ChildServerOptions = {}): Promis
   const [command, ...args] = options.nofileAtSpawn === undefined ? node : ['prlimit', `--nofile=${options.nofileAtSpawn}:${options.nofileAtSpawn}`, ...node];
   // prlimit sets the limit on itself and then execs node, so the pid is the server's.
   const child: ChildProcess = spawn(command!, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+  if (child.pid !== undefined) options.onSpawn?.(child.pid);
   const stdout: string[] = [];
   const stderr: string[] = [];
   collectLines(child.stdout!, stdout);
