@@ -163,7 +163,7 @@ async function serve(args: string[]): Promise<void> {
   // SIGHUP: re-read the IP lists now (logrotate and operators send it after editing config.toml), and open
   // LogFile again by name (logrotate renamed it). Heard from here on: unheard, SIGHUP ends the process, and
   // a start can take seconds (Redis, ACME); one that comes meanwhile is acted on once the server runs.
-  let running: RunningServer | undefined;
+  let running: RunningServer | undefined = undefined;
   let reloadWhenStarted = false;
   const reload = () => {
     reopenLogFile(logger);
