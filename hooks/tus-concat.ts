@@ -3,9 +3,10 @@
 // Upload-Concat, so the router sends such a POST here instead.
 //
 // concatenation-unfinished: a final upload may name partials that are still being uploaded. It is then
-// created at once and waits; the join happens by itself when its last partial finishes, or, after a restart
-// (the waiting list lives in memory), at the next HEAD of the final upload, which is how a client learns
-// that it is done. Partials are removed once no waiting final upload names them any more.
+// created at once and waits, and each unfinished partial's record names it (FINALS_KEY): the join happens by
+// itself when the last partial finishes, on whichever instance received its last byte, or at the next HEAD or
+// GET of the final upload, which is how a client learns that it is done. One join at a time per final upload,
+// across instances (joinLock). Partials are removed once no waiting final upload names them any more.
 import type { IncomingMessage } from 'node:http';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -15,7 +16,8 @@ import { httpError, toHttp } from '../server/errors.js';
 import type { Logger } from '../server/logger.js';
 import type { Grant } from '../middleware/upload-grant.js';
 import { UPLOAD_ID, type CountingFileStore } from '../stores/tus-store.js';
-import { COMMITTED_KEY, CONCAT_KEY, LIMIT_KEY, OWNER_KEY, PARTIAL_KEY, PARTS_KEY, TusHookError, type createTusHooks, type TusRequest } from './tus-hooks.js';
+import type { PathLock } from './path-lock.js';
+import { COMMITTED_KEY, CONCAT_KEY, FINALS_KEY, LIMIT_KEY, OWNER_KEY, PARTIAL_KEY, PARTS_KEY, TusHookError, type createTusHooks, type TusRequest } from './tus-hooks.js';
 
 export interface ConcatDeps {
   store: CountingFileStore;
@@ -26,6 +28,8 @@ export interface ConcatDeps {
   /** The path of PublicURL ("/share" for "https://example.org/share"), "" without one: partials are named below it too. */
   publicPath: string;
   maxUploadSize: number;
+  /** One join at a time per final upload: in this process, or across instances (Redis). */
+  joinLock: PathLock;
 }
 
 export interface ConcatResult {
@@ -126,6 +130,14 @@ export class Concatenations {
       const finals = this.waiting.get(id) ?? new Set<string>();
       finals.add(upload.id);
       this.waiting.set(id, finals);
+      // For another instance that receives the partial's last byte. Only final creations write a partial's
+      // record: two naming one partial at once may lose a link, and that join then waits for a HEAD.
+      const record = await store.configstore.get(id);
+      if (record?.metadata) {
+        const named = new Set((record.metadata[FINALS_KEY] ?? '').split(' ').filter(Boolean)).add(upload.id);
+        record.metadata = { ...record.metadata, [FINALS_KEY]: [...named].join(' ') };
+        await store.configstore.set(id, record);
+      }
     }
     const joined = await this.settle(upload.id, tusReq);
     if (joined) return { id: upload.id, headers: { ...joined, 'Upload-Concat': concat } };
@@ -148,12 +160,18 @@ export class Concatenations {
     return total;
   }
 
+  /** The final uploads that name a partial: from its record (any instance) and from this process. */
+  private async finalsOf(id: string): Promise<Set<string>> {
+    const named = (await this.deps.store.configstore.get(id))?.metadata?.[FINALS_KEY]?.split(' ').filter(Boolean) ?? [];
+    return new Set([...named, ...(this.waiting.get(id) ?? [])]);
+  }
+
   /** A partial upload received its last byte: join the final uploads that were waiting for it. */
   partialFinished(id: string, req: TusRequest): void {
-    for (const finalId of this.waiting.get(id) ?? []) {
-      // Not awaited: the partial's PATCH is answered now; the final's HEAD waits for the join.
-      this.settle(finalId, req).catch(() => undefined);
-    }
+    // Not awaited: the partial's PATCH is answered now; the final's HEAD waits for the join.
+    void this.finalsOf(id)
+      .then((finals) => Promise.all([...finals].map((finalId) => this.settle(finalId, req).catch(() => undefined))))
+      .catch(() => undefined);
   }
 
   /**
@@ -164,7 +182,7 @@ export class Concatenations {
   settle(finalId: string, req: TusRequest): Promise<Record<string, string> | undefined> {
     let run = this.joining.get(finalId);
     if (!run) {
-      run = this.join(finalId, req).finally(() => this.joining.delete(finalId));
+      run = this.deps.joinLock(`concat:${finalId}`, () => this.join(finalId, req)).finally(() => this.joining.delete(finalId));
       this.joining.set(finalId, run);
     }
     return run;
@@ -196,7 +214,7 @@ export class Concatenations {
       this.done(finalId, ids);
       // "The Server MAY delete partial uploads after concatenation. They MAY however be used multiple times to
       // form a final resource": kept while another final upload waits for them.
-      await Promise.all(ids.filter((id) => !this.waiting.has(id)).map((id) => store.remove(id).catch(() => undefined)));
+      await Promise.all(ids.map(async (id) => (await this.stillNamed(id, finalId)) || (await store.remove(id).catch(() => undefined))));
       return headers;
     } catch (err) {
       this.done(finalId, ids);
@@ -204,6 +222,14 @@ export class Concatenations {
       this.deps.logger.info('tus.concat_failed', { id: finalId, code: toHttp(err).code });
       throw err instanceof TusHookError ? toHttp(err.cause) : err;
     }
+  }
+
+  /** Whether a final upload other than this one still waits for the partial. */
+  private async stillNamed(id: string, finalId: string): Promise<boolean> {
+    for (const other of await this.finalsOf(id)) {
+      if (other !== finalId && isWaitingFinal((await this.deps.store.configstore.get(other))?.metadata)) return true;
+    }
+    return false;
   }
 
   /** Forgets final uploads that are gone (expired, or deleted by their owner) while they waited. */

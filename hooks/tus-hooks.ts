@@ -31,6 +31,8 @@ export const PARTIAL_KEY = 'hfs_partial';
 export const CONCAT_KEY = 'hfs_concat';
 /** A final upload's partial ids, in order, space-separated: present until it is joined (concatenation-unfinished). */
 export const PARTS_KEY = 'hfs_parts';
+/** A partial's waiting final uploads, space-separated: whichever instance receives its last byte joins them. */
+export const FINALS_KEY = 'hfs_finals';
 /** A final upload's size limit (the creating grant's within MaxUploadSize), for a join that happens later. */
 export const LIMIT_KEY = 'hfs_limit';
 

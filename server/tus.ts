@@ -114,7 +114,7 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
     uploadSubDir: config.UploadSubDir,
     publicUrl,
   });
-  const concatenations = new Concatenations({ store, hooks, logger, tusPath: config.TusPath, publicPath: config.PublicURL === '' ? '' : new URL(config.PublicURL).pathname.replace(/\/$/, ''), maxUploadSize: config.MaxUploadSize });
+  const concatenations = new Concatenations({ store, hooks, logger, tusPath: config.TusPath, publicPath: config.PublicURL === '' ? '' : new URL(config.PublicURL).pathname.replace(/\/$/, ''), maxUploadSize: config.MaxUploadSize, joinLock: locks.paths });
   const tus = new TusServer({
     path: config.TusPath.slice(0, -1),
     datastore: store,

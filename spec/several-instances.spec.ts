@@ -158,6 +158,37 @@ describe('several instances behind nginx, one StoreDir and one Redis', function 
     }
   });
 
+  it('joins a final upload created on one instance when its last partial finishes on another, with no HEAD', async () => {
+    const tus = { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${grant}` };
+    const [a, b, c] = instances as [ChildServer, ChildServer, ChildServer];
+    const parts = [randomBytes(30_000), randomBytes(20_000)];
+    const urls: string[] = [];
+    for (const part of parts) {
+      const created = await rawRequest(a.url, 'POST', '/files/', { ...tus, 'Upload-Concat': 'partial', 'Upload-Length': part.length });
+      assert.equal(created.status, 201);
+      urls.push(new URL(created.headers.location!).pathname);
+    }
+    const final = await rawRequest(a.url, 'POST', '/files/', { ...tus, 'Upload-Concat': `final;${urls.join(' ')}`, 'Upload-Metadata': `filename ${Buffer.from('joined.bin').toString('base64')}` });
+    assert.equal(final.status, 201);
+    const finalId = new URL(final.headers.location!).pathname.split('/').pop()!;
+    for (const [i, part] of parts.entries()) {
+      const patch = await rawRequest(b.url, 'PATCH', urls[i]!, { ...tus, 'Upload-Offset': 0, 'Content-Type': 'application/offset+octet-stream' }, part);
+      assert.equal(patch.status, 204);
+    }
+    // Nobody asks about the final upload: the instance that took the last byte joined it.
+    const whole = Buffer.concat(parts);
+    const deadline = Date.now() + 10_000;
+    let got = await rawRequest(c.url, 'GET', `/upload/${finalId}/joined.bin`);
+    while (got.status !== 200 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      got = await rawRequest(c.url, 'GET', `/upload/${finalId}/joined.bin`);
+    }
+    assert.equal(got.status, 200, 'the final upload was never joined');
+    assert.equal(sha256(got.body), sha256(whole));
+    // Its partials are gone once joined.
+    for (const url of urls) assert.equal((await rawRequest(c.url, 'HEAD', url, tus)).status, 404);
+  });
+
   it('finishes every upload through the other instances when one is killed mid-way', async () => {
     const files = Array.from({ length: 20 }, (_, i) => ({ name: `survive-${i}.bin`, data: randomBytes(1_500_000 + i * 1000) }));
     let chunks = 0;
