@@ -130,10 +130,11 @@ export class Concatenations {
       const finals = this.waiting.get(id) ?? new Set<string>();
       finals.add(upload.id);
       this.waiting.set(id, finals);
-      // For another instance that receives the partial's last byte. Only final creations write a partial's
-      // record: two naming one partial at once may lose a link, and that join then waits for a HEAD.
+      // For another instance that receives the partial's last byte. Only final creations write the record of
+      // a partial whose length is known (a PATCH declaring a deferred length writes it too, and must not be
+      // undone): two naming one partial at once may lose a link, and that join then waits for a HEAD.
       const record = await store.configstore.get(id);
-      if (record?.metadata) {
+      if (record?.metadata && record.size !== undefined) {
         const named = new Set((record.metadata[FINALS_KEY] ?? '').split(' ').filter(Boolean)).add(upload.id);
         record.metadata = { ...record.metadata, [FINALS_KEY]: [...named].join(' ') };
         await store.configstore.set(id, record);
