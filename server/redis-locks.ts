@@ -61,6 +61,15 @@ function unavailable(cause: unknown) {
   return httpError('E_COORDINATION_DOWN', { cause, headers: { 'Retry-After': String(RETRY_AFTER_SECONDS) } });
 }
 
+/** Calls a holder's release callback; whatever it throws is its own business, never the process's. */
+function askToRelease(holder: Holder | undefined): void {
+  if (!holder?.onReleaseRequest) return;
+  const { onReleaseRequest } = holder;
+  void Promise.resolve()
+    .then(() => onReleaseRequest())
+    .catch(() => undefined);
+}
+
 export class RedisLeases {
   private readonly holders = new Map<string, Holder>();
   private readonly waiters = new Map<string, Set<() => void>>();
@@ -75,11 +84,16 @@ export class RedisLeases {
     subscriber.on('error', (err: Error) => logger.debug('redis.error', { cause: err.message, client: 'lock-events' }));
   }
 
-  /** The subscriber is a second connection (a subscribed one can send nothing else); it resubscribes by itself. */
+  /**
+   * The subscriber is a second connection (a subscribed one can send nothing else). It subscribes on every
+   * connect: one that failed while Redis was away (at start) would otherwise never be made again.
+   */
   static open(redis: Redis, logger: Logger, tuning: LeaseTuning = DEFAULT_LEASE_TUNING): RedisLeases {
-    const subscriber = redis.duplicate({ enableOfflineQueue: true });
+    const subscriber = redis.duplicate();
     const leases = new RedisLeases(redis, subscriber, logger, tuning);
-    subscriber.subscribe(CHANNEL).catch((err: unknown) => logger.warn('lock.events_unavailable', { cause: err instanceof Error ? err.message : String(err) }));
+    subscriber.on('ready', () => {
+      subscriber.subscribe(CHANNEL).catch((err: unknown) => logger.warn('lock.events_unavailable', { cause: err instanceof Error ? err.message : String(err) }));
+    });
     return leases;
   }
 
@@ -87,7 +101,7 @@ export class RedisLeases {
     const space = message.indexOf(' ');
     const verb = message.slice(0, space);
     const name = message.slice(space + 1);
-    if (verb === 'release') void this.holders.get(name)?.onReleaseRequest?.();
+    if (verb === 'release') askToRelease(this.holders.get(name));
     else if (verb === 'freed') this.wake(name);
   }
 
@@ -118,7 +132,7 @@ export class RedisLeases {
       if (options.onReleaseRequest && Date.now() - askedAt >= this.tuning.askAgainMs) {
         askedAt = Date.now();
         // A holder in this process hears it at once; the others through Redis.
-        void this.holders.get(name)?.onReleaseRequest?.();
+        askToRelease(this.holders.get(name));
         await this.redis.publish(CHANNEL, `release ${name}`).catch(() => undefined);
       }
       const left = deadline - Date.now();
@@ -157,7 +171,7 @@ export class RedisLeases {
       stop();
       lost.abort(new Error(why));
       this.logger.warn('lock.lost', { lock: name, why });
-      void holder.onReleaseRequest?.();
+      askToRelease(holder);
     };
     const renewal = setInterval(() => {
       this.redis.eval(RENEW, 1, keyOf(name), holder.token, this.tuning.leaseMs).then(

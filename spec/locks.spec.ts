@@ -68,6 +68,25 @@ describe('with a private Redis', function () {
     await taken.unlock();
   });
 
+  it('hears release requests on an instance that started while Redis was down', async () => {
+    await redis.stop();
+    const client = await createRedis({ RedisAddr: redis.addr, RedisPassword: '', RedisDBIndex: 0, RedisSentinels: [], RedisSentinelName: '' });
+    client.on('error', () => undefined);
+    const late = RedisLeases.open(client, memoryLogger().logger, TUNING);
+    opened.push({ leases: late, client });
+    await sleep(300);
+    await redis.start();
+    await new Promise((resolve) => (client.status === 'ready' ? resolve(undefined) : client.once('ready', resolve)));
+    await sleep(300);
+    const upload = randomBytes(8).toString('hex');
+    const held = new RedisLocker(late).newLock(upload);
+    await held.lock(new AbortController().signal, () => void held.unlock());
+    // The holder renews its lease: only hearing the request lets the other instance in.
+    const taken = new RedisLocker(await instance(), 3000).newLock(upload);
+    await taken.lock(new AbortController().signal, () => undefined);
+    await taken.unlock();
+  });
+
   it('takes the lock from a holder whose instance vanished once its lease runs out, not before', async () => {
     const dead = await instance();
     const upload = randomBytes(8).toString('hex');
