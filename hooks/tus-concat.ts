@@ -8,8 +8,6 @@
 // GET of the final upload, which is how a client learns that it is done. One join at a time per final upload,
 // across instances (joinLock). Partials are removed once no waiting final upload names them any more.
 import type { IncomingMessage } from 'node:http';
-import { stat } from 'node:fs/promises';
-import path from 'node:path';
 import { Readable } from 'node:stream';
 import { Metadata, Uid, Upload } from '@tus/utils';
 import { httpError, toHttp } from '../server/errors.js';
@@ -77,10 +75,7 @@ export class Concatenations {
   private async partOf(id: string, owner: string | undefined): Promise<PartState> {
     const record = await this.deps.store.configstore.get(id);
     if (!record?.metadata?.[PARTIAL_KEY] || record.metadata[OWNER_KEY] !== owner) return { state: 'gone' };
-    const received = await stat(path.join(this.deps.store.directory, id)).then(
-      (s) => s.size,
-      () => undefined,
-    );
+    const received = await this.deps.store.received(id);
     if (received === undefined) return { state: 'gone' };
     return record.size !== undefined && received === record.size ? { state: 'finished', size: record.size } : { state: 'unfinished', size: record.size };
   }

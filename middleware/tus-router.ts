@@ -8,7 +8,6 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Router, type Request, type RequestHandler, type Response } from 'express';
 import type { Server as TusServer } from '@tus/server';
-import type { FileStore } from '@tus/file-store';
 import { Metadata, type Locker, type Upload } from '@tus/utils';
 import { httpError } from '../server/errors.js';
 import type { Logger } from '../server/logger.js';
@@ -18,7 +17,7 @@ import type { CommittedFiles } from '../stores/committed-files.js';
 import type { FileLayout } from '../stores/file-layout.js';
 import { removeAllVersions, type ReleaseBlob } from '../stores/versions.js';
 import { isWaitingFinal, type Concatenations } from '../hooks/tus-concat.js';
-import { CHECKSUM_ALGORITHMS, UPLOAD_ID, clientMetadata, parseChecksum, type ExpectedChecksum } from '../stores/tus-store.js';
+import { CHECKSUM_ALGORITHMS, UPLOAD_ID, clientMetadata, parseChecksum, type CountingFileStore, type ExpectedChecksum } from '../stores/tus-store.js';
 import { sendDownload } from './download.js';
 import { applyTusCors } from './tus-cors.js';
 import { INTEROP_HEADER, interopVersionOf } from './interop.js';
@@ -34,7 +33,7 @@ const OVERRIDABLE = new Set(['PATCH', 'DELETE', 'HEAD', 'GET', 'OPTIONS']);
 
 export interface TusRouterDeps {
   tus: TusServer;
-  store: FileStore;
+  store: CountingFileStore;
   files: CommittedFiles;
   grants: WeakMap<IncomingMessage, Grant>;
   grantKey: Uint8Array;
@@ -250,8 +249,8 @@ export function tusRouter(deps: TusRouterDeps): Router {
       // Every byte arrived but no commit followed: its instance was killed in between, or the commit met a
       // passing 503. A client resumes with a HEAD, finds nothing left to send and stops: commit it now.
       if (record && isUncommitted(metadata) && record.size !== undefined) {
-        const upload = await deps.store.getUpload(id);
-        if (upload.offset === upload.size) await deps.finish(req, res, upload);
+        // One stat on the way of every resuming HEAD; the upload is read whole only when it is complete.
+        if ((await deps.store.received(id)) === record.size) await deps.finish(req, res, await deps.store.getUpload(id));
       }
       const concatValue = metadata[PARTIAL_KEY] ? 'partial' : metadata[CONCAT_KEY];
       if (concatValue) res.setHeader('Upload-Concat', concatValue);

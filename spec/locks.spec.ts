@@ -25,13 +25,18 @@ describe('with a private Redis', function () {
   this.timeout(60_000);
   let redis: RunningRedis;
   const opened: Array<{ leases: RedisLeases; client: Redis }> = [];
-  /** One "instance": its own connection and its own leases, as a server process has. */
-  const instance = async (tuning = TUNING) => {
+  const ready = (client: Redis) => new Promise((resolve) => (client.status === 'ready' ? resolve(undefined) : client.once('ready', resolve)));
+  /** One "instance": its own connection (the server's client) and its own leases, as a server process has. */
+  const connect = async (logger = memoryLogger().logger) => {
     const client = await createRedis({ RedisAddr: redis.addr, RedisPassword: '', RedisDBIndex: 0, RedisSentinels: [], RedisSentinelName: '' });
     client.on('error', () => undefined);
-    await new Promise((resolve) => (client.status === 'ready' ? resolve(undefined) : client.once('ready', resolve)));
-    const leases = RedisLeases.open(client, memoryLogger().logger, tuning);
+    const leases = RedisLeases.open(client, logger, TUNING);
     opened.push({ leases, client });
+    return { client, leases };
+  };
+  const instance = async () => {
+    const { client, leases } = await connect();
+    await ready(client);
     // The subscriber must be listening before a test relies on hearing "release".
     await sleep(100);
     return leases;
@@ -70,13 +75,10 @@ describe('with a private Redis', function () {
 
   it('hears release requests on an instance that started while Redis was down', async () => {
     await redis.stop();
-    const client = await createRedis({ RedisAddr: redis.addr, RedisPassword: '', RedisDBIndex: 0, RedisSentinels: [], RedisSentinelName: '' });
-    client.on('error', () => undefined);
-    const late = RedisLeases.open(client, memoryLogger().logger, TUNING);
-    opened.push({ leases: late, client });
+    const { client, leases: late } = await connect();
     await sleep(300);
     await redis.start();
-    await new Promise((resolve) => (client.status === 'ready' ? resolve(undefined) : client.once('ready', resolve)));
+    await ready(client);
     await sleep(300);
     const upload = randomBytes(8).toString('hex');
     const held = new RedisLocker(late).newLock(upload);
@@ -134,6 +136,43 @@ describe('with a private Redis', function () {
     assert.equal(lease.lost.aborted, true);
     assert.equal(told, true);
     await lease.release();
+  });
+
+  it('tells a holder that Redis left for longer than its lease, and releases without throwing', async () => {
+    const log = memoryLogger();
+    const { client, leases } = await connect(log.logger);
+    await ready(client);
+    let told = false;
+    const lease = (await leases.tryAcquire('outlived', () => {
+      told = true;
+    }))!;
+    await redis.stop();
+    try {
+      await sleep(TUNING.leaseMs * 2);
+      assert.equal(lease.lost.aborted, true);
+      assert.equal(told, true);
+      await lease.release();
+      assert.ok(await log.waitFor(/warn lock\.release_failed lock=outlived/));
+    } finally {
+      await redis.start();
+    }
+  });
+
+  it('answers 503 E_BUSY when a commit lock is not had in time', async () => {
+    const [a, b] = [await instance(), await instance()];
+    const held = (await a.tryAcquire('busy:upload/x'))!;
+    try {
+      const err = await redisPathLock(b, 'busy', 300)('upload/x', () => Promise.resolve()).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      const answer = toHttp(err);
+      assert.equal(answer.status, 503);
+      assert.equal(answer.code, 'E_BUSY');
+      assert.equal(answer.headers['Retry-After'], '10');
+    } finally {
+      await held.release();
+    }
   });
 
   it('runs a sweep on one instance at a time', async () => {

@@ -6,37 +6,28 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import * as tus from 'tus-js-client';
-import { encodeSlotPath } from '../server/cli-sign.js';
-import { signSlot } from '../middleware/slot-verifier-hmac.js';
 import { grantKey, mintGrant } from '../middleware/upload-grant.js';
 import { startChildServer, type ChildServer } from './helpers/child-server.js';
-import { rawRequest } from './helpers/http.js';
+import { rawRequest, signedPut } from './helpers/http.js';
 import { startNginx, type RunningNginx } from './helpers/nginx.js';
 import { startRedis, type RunningRedis } from './helpers/redis.js';
+import { tusUpload, type TusTarget } from './helpers/tus-client.js';
 
 const SECRET = 'several-instances-secret';
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-/** tus-js-client through nginx, retrying the way an app does when an instance goes away. */
-function upload(base: string, grant: string, data: Buffer, name: string, chunkSize: number, onChunk?: () => void): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const client = new tus.Upload(data, {
-      endpoint: `${base}/files/`,
-      headers: { Authorization: `Bearer ${grant}` },
-      metadata: { filename: name, filetype: 'application/octet-stream' },
-      chunkSize,
-      retryDelays: [100, 300, 600, 1000, 2000, 3000, 5000, 5000, 5000],
-      onChunkComplete: () => onChunk?.(),
-      onError: reject,
-      onSuccess: (payload) => {
-        const download = payload.lastResponse.getHeader('X-Download-URL');
-        if (download) resolve(new URL(download).pathname);
-        else reject(new Error(`no X-Download-URL for ${name}`));
-      },
-    });
-    client.start();
+/** How an app retries when an instance goes away mid-upload. */
+const RETRIES = [100, 300, 600, 1000, 2000, 3000, 5000, 5000, 5000];
+
+/** tus-js-client through nginx; resolves with the path of the committed file. */
+async function upload(proxy: TusTarget, grant: string, data: Buffer, name: string, chunkSize: number, onChunk?: () => void): Promise<string> {
+  const { downloadUrl } = await tusUpload(proxy, data, grant, {
+    chunkSize,
+    retryDelays: RETRIES,
+    metadata: { filename: name, filetype: 'application/octet-stream' },
+    ...(onChunk ? { onChunkComplete: () => onChunk() } : {}),
   });
+  return new URL(downloadUrl).pathname;
 }
 
 /** Upload ids whose PATCHes each instance answered, from its request log. */
@@ -65,7 +56,10 @@ describe('several instances behind nginx, one StoreDir and one Redis', function 
   let instances: ChildServer[];
   let nginx: RunningNginx;
   let base: string;
+  /** nginx, as the helpers address a server. */
+  let proxy: TusTarget & { config: { UploadSubDir: string } };
   let grant: string;
+  const direct = (instance: ChildServer) => ({ url: instance.url, config: { UploadSubDir: 'upload' } });
 
   before(async function () {
     this.timeout(600_000);
@@ -85,6 +79,7 @@ describe('several instances behind nginx, one StoreDir and one Redis', function 
       { edit: (site) => site.replace(/listen (\S+) ssl;/, 'listen $1;') },
     );
     base = `http://127.0.0.1:${nginx.port}`;
+    proxy = { url: base, config: { TusPath: '/files/', UploadSubDir: 'upload' } };
     grant = await mintGrant(grantKey('', SECRET), { subject: 'alice', maxSize: 64 * 1024 * 1024, ttlSeconds: 3600 });
   });
 
@@ -103,7 +98,7 @@ describe('several instances behind nginx, one StoreDir and one Redis', function 
 
   it('takes 20 parallel tus uploads whose chunks land on different instances, each file whole through every instance', async () => {
     const files = Array.from({ length: 20 }, (_, i) => ({ name: `spread-${i}.bin`, data: randomBytes(400_000 + i * 1000) }));
-    const paths = await Promise.all(files.map((f) => upload(base, grant, f.data, f.name, 64 * 1024)));
+    const paths = await Promise.all(files.map((f) => upload(proxy, grant, f.data, f.name, 64 * 1024)));
     const by = await patchesBy(instances);
     for (const [i, ids] of by.entries()) assert.ok(ids.size > 0, `instance ${i} answered no PATCH`);
     const all = new Set(by.flatMap((ids) => [...ids]));
@@ -122,10 +117,7 @@ describe('several instances behind nginx, one StoreDir and one Redis', function 
     const slot = 'race/one.bin';
     const bodies = Array.from({ length: 20 }, () => randomBytes(50_000));
     const answers = await Promise.all(
-      bodies.map((body) => {
-        const mac = signSlot(SECRET, 'v2', slot, body.length, 'application/octet-stream');
-        return rawRequest(base, 'PUT', `/upload/${encodeSlotPath(slot)}?v2=${mac}`, { 'Content-Length': body.length, 'Content-Type': 'application/octet-stream' }, body);
-      }),
+      bodies.map((body) => signedPut(proxy, slot, body, { secret: SECRET, contentType: 'application/octet-stream' })),
     );
     const statuses = answers.map((a) => a.status);
     assert.equal(statuses.filter((s) => s === 201).length, 1, statuses.join(','));
@@ -141,10 +133,7 @@ describe('several instances behind nginx, one StoreDir and one Redis', function 
       const before = await blobsIn(storeDir);
       const slots = Array.from({ length: 9 }, (_, i) => `same/${round}/${i}.bin`);
       const answers = await Promise.all(
-        slots.map((slot, i) => {
-          const mac = signSlot(SECRET, 'v2', slot, data.length, 'application/octet-stream');
-          return rawRequest(instances[i % 3]!.url, 'PUT', `/upload/${encodeSlotPath(slot)}?v2=${mac}`, { 'Content-Length': data.length, 'Content-Type': 'application/octet-stream' }, data);
-        }),
+        slots.map((slot, i) => signedPut(direct(instances[i % 3]!), slot, data, { secret: SECRET, contentType: 'application/octet-stream' })),
       );
       assert.deepEqual(
         answers.map((a) => a.status),
@@ -197,7 +186,7 @@ describe('several instances behind nginx, one StoreDir and one Redis', function 
     const victimBefore = (await patchesBy([victim]))[0]!.size;
     const paths = await Promise.all(
       files.map((f) =>
-        upload(base, grant, f.data, f.name, 128 * 1024, () => {
+        upload(proxy, grant, f.data, f.name, 128 * 1024, () => {
           chunks += 1;
           // About a third of the way: every upload is under way, several on the victim.
           if (chunks === 80) killed = (async () => {

@@ -141,6 +141,14 @@ export class CountingFileStore extends FileStore {
     return encryption;
   }
 
+  /** How many bytes of an upload have arrived (one stat), or undefined when its file is gone. */
+  received(id: string): Promise<number | undefined> {
+    return stat(path.join(this.directory, id)).then(
+      (s) => s.size,
+      () => undefined,
+    );
+  }
+
   /** The plaintext of an upload's staging bytes (for concatenation and for a digest after a restart). */
   async plaintextOf(id: string): Promise<Readable> {
     const encryption = await this.encryptionOf(id);

@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ERRORS, type Locker } from '@tus/utils';
 import type { PathLock } from '../../hooks/path-lock.js';
+import { toHttp } from '../../server/errors.js';
 
 const id = () => randomBytes(8).toString('hex');
 const never = () => new AbortController().signal;
@@ -57,11 +58,11 @@ export function lockerContract(name: string, make: (acquireTimeoutMs: number) =>
       await Promise.all([a.unlock(), b.unlock()]);
     });
 
-    it('gives up with the lock-timeout error when the holder never lets go', async () => {
+    it('gives up with the lock-timeout error (a 503) when the holder never lets go', async () => {
       const upload = id();
       const holder = quick.newLock(upload);
       await holder.lock(never(), () => undefined);
-      await assert.rejects(quick.newLock(upload).lock(never(), () => undefined), (err) => err === ERRORS.ERR_LOCK_TIMEOUT);
+      await assert.rejects(quick.newLock(upload).lock(never(), () => undefined), (err) => err === ERRORS.ERR_LOCK_TIMEOUT && toHttp(err).status === 503);
       await holder.unlock();
       // Nothing was left behind by the waiter that gave up.
       const after = quick.newLock(upload);

@@ -79,7 +79,7 @@ async function answers(url: string): Promise<boolean> {
 }
 
 export async function startS3(): Promise<RunningS3> {
-  await ensureDebianPackages({ 'ceph-mon': 'ceph-mon', 'ceph-osd': 'ceph-osd', radosgw: 'radosgw', ceph: 'ceph-common', monmaptool: 'ceph-common', 'radosgw-admin': 'radosgw' });
+  await ensureDebianPackages({ 'ceph-mon': 'ceph-mon', 'ceph-osd': 'ceph-osd', radosgw: 'radosgw', ceph: 'ceph-common', monmaptool: 'ceph-base', 'radosgw-admin': 'radosgw' });
   const dir = await mkdtemp(path.join(os.tmpdir(), 'hfs-ceph-'));
   const daemons: Daemon[] = [];
   let gateway: Restartable | undefined;

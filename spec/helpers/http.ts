@@ -47,14 +47,17 @@ export interface SignOptions {
 }
 
 /** The path and query of a signed PUT for slotPath, as an XMPP server would hand it out. */
-export function signedPath(server: TestServer, slotPath: string, size: number, options: SignOptions = {}): string {
+/** What signing and putting need of a server: its URL and its UploadSubDir (a TestServer, or an instance behind a proxy). */
+export type PutTarget = Pick<TestServer, 'url'> & { config: Pick<TestServer['config'], 'UploadSubDir'> };
+
+export function signedPath(server: PutTarget, slotPath: string, size: number, options: SignOptions = {}): string {
   const protocol = options.protocol ?? 'v2';
   const mac = signSlot(options.secret ?? TEST_SECRET, protocol, slotPath, size, options.signedType ?? options.contentType ?? 'application/octet-stream');
   return `/${server.config.UploadSubDir}/${encodeSlotPath(slotPath)}?${protocol}=${mac}`;
 }
 
 /** Uploads body to slotPath with a valid MAC (unless options say otherwise). */
-export function signedPut(server: TestServer, slotPath: string, body: Buffer, options: SignOptions = {}): Promise<RawResponse> {
+export function signedPut(server: PutTarget, slotPath: string, body: Buffer, options: SignOptions = {}): Promise<RawResponse> {
   const headers: Record<string, string | number> = { 'Content-Length': body.length };
   if (options.contentType !== undefined) headers['Content-Type'] = options.contentType;
   return rawRequest(server.url, 'PUT', signedPath(server, slotPath, options.size ?? body.length, options), headers, body);

@@ -18,8 +18,11 @@ export interface TusResult {
 /** protocol: tus-js-client 4 has it (the IETF drafts), its type declarations do not yet. */
 export type TusOptions = Partial<tus.UploadOptions> & { stream?: boolean; protocol?: 'tus-v1' | 'ietf-draft-03' | 'ietf-draft-05' };
 
+/** What an upload needs of a server: its URL and TusPath (a TestServer, or nginx in front of several). */
+export type TusTarget = Pick<TestServer, 'url'> & { config: Pick<TestServer['config'], 'TusPath'> };
+
 /** Uploads data; resolves when the server committed it. */
-export function tusUpload(server: TestServer, data: Buffer, grant: string, options: TusOptions = {}): Promise<TusResult> {
+export function tusUpload(server: TusTarget, data: Buffer, grant: string, options: TusOptions = {}): Promise<TusResult> {
   const { stream, ...rest } = options;
   return new Promise((resolve, reject) => {
     const source = stream ? Readable.from([data]) : data;
