@@ -2,14 +2,11 @@
 // order (extension, scan, version, place), and the staging file is gone afterwards whatever happened.
 import { rm } from 'node:fs/promises';
 import type { Logger } from '../server/logger.js';
-import type { FileLayout } from '../stores/file-layout.js';
-import type { BlobRef, FileMetadata, StoredEncryption } from '../stores/file-metadata.js';
+import type { FileMetadata, StoredEncryption } from '../stores/file-metadata.js';
+import type { CommittedFiles } from '../stores/storage.js';
 import { checkExtension } from './extension-check.js';
 import type { Dedup } from './dedup.js';
 import { createPathLock, type PathLock } from './path-lock.js';
-import { placeFile } from './place.js';
-import type { MetadataCache } from '../stores/metadata-cache.js';
-import { keepAsVersion, pruneVersions, restoreVersion } from '../stores/versions.js';
 
 export interface StagedUpload {
   /** Validated slot path relative to the upload tree. */
@@ -40,8 +37,6 @@ export interface CommitDeps {
   dedup?: Dedup;
   /** What the metrics read. */
   counters?: CommitCounters;
-  /** Downloads' metadata cache: told of every path a commit replaces. */
-  metadataCache?: MetadataCache;
   /** One commit at a time per path (versioning); across instances when they share Redis. */
   pathLock?: PathLock;
   now?: () => Date;
@@ -52,32 +47,32 @@ export interface CommitCounters {
   versionsPruned: number;
 }
 
-export type CommitUpload = (layout: FileLayout, upload: StagedUpload) => Promise<FileMetadata>;
+/** Commits a staged upload to files (one tenant's, in the storage backend). */
+export type CommitUpload = (files: CommittedFiles, upload: StagedUpload) => Promise<FileMetadata>;
 
 export function createCommitUpload(deps: CommitDeps): CommitUpload {
   const now = deps.now ?? (() => new Date());
   const lockPath = deps.pathLock ?? createPathLock();
   const { maxVersions } = deps;
-  const release = deps.dedup ? (blob: BlobRef) => deps.dedup!.release(blob) : undefined;
 
-  const place = async (layout: FileLayout, from: string, meta: FileMetadata) => {
-    if (maxVersions === undefined) return placeFile(layout, from, meta);
+  const place = async (files: CommittedFiles, from: string, meta: FileMetadata) => {
+    if (maxVersions === undefined) return files.place(from, meta);
     // The previous file becomes a version instead of a 409, then the surplus of versions goes.
-    await lockPath(`${layout.prefix}/${meta.path}`, async () => {
-      const kept = await keepAsVersion(layout, meta.path);
+    await lockPath(`${files.prefix}/${meta.path}`, async () => {
+      const kept = await files.keepAsVersion(meta.path);
       try {
-        await placeFile(layout, from, meta);
+        await files.place(from, meta);
       } catch (err) {
-        // A refused or failed placement (a full disk) must not cost the file that was there.
-        if (kept !== undefined) await restoreVersion(layout, meta.path, kept);
+        // A refused or failed placement (a full disk, S3 gone) must not cost the file that was there.
+        if (kept !== undefined) await files.restoreVersion(meta.path, kept);
         throw err;
       }
-      const pruned = await pruneVersions(layout, meta.path, maxVersions, release);
+      const pruned = await files.pruneVersions(meta.path, maxVersions);
       if (deps.counters) deps.counters.versionsPruned += pruned;
     });
   };
 
-  return async function commitUpload(layout, upload) {
+  return async function commitUpload(files, upload) {
     try {
       checkExtension(deps.allowedExtensions, upload.path);
       await deps.scan?.(upload);
@@ -86,7 +81,7 @@ export function createCommitUpload(deps: CommitDeps): CommitUpload {
       const encryption = adopted ? adopted.encryption : upload.encryption;
       const meta: FileMetadata = {
         path: upload.path,
-        prefix: layout.prefix,
+        prefix: files.prefix,
         size: upload.size,
         contentType: upload.contentType,
         createdAt: now().toISOString(),
@@ -97,12 +92,10 @@ export function createCommitUpload(deps: CommitDeps): CommitUpload {
         ...(adopted ? { blob: adopted.blob } : {}),
       };
       try {
-        await place(layout, adopted?.from ?? upload.stagingPath, meta);
+        await place(files, adopted?.from ?? upload.stagingPath, meta);
       } catch (err) {
         if (adopted) await deps.dedup!.release(adopted.blob);
         throw err;
-      } finally {
-        deps.metadataCache?.forget(layout.metaPath(meta.path));
       }
       deps.logger.info('upload.committed', { path: upload.path, size: upload.size, via: upload.via, client: upload.client, ...(adopted ? { blob: adopted.blob.sha } : {}) });
       return meta;

@@ -1,19 +1,17 @@
 // Commit stage: deduplication. The plaintext SHA-256 (computed while the bytes streamed in) names a blob; the
 // first upload of some content becomes that blob, later ones link to it and drop their own bytes. References
 // live in a DedupIndex (embedded or Redis). When the index cannot answer (Redis down), uploads are stored
-// without dedup and nothing waits; when it answers again, it is rebuilt from the metadata on disk.
+// without dedup and nothing waits; when it answers again, it is rebuilt from the stored metadata.
 import { randomBytes } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
-import path from 'node:path';
 import { HttpError } from '../server/errors.js';
 import type { Logger } from '../server/logger.js';
-import type { BlobStore } from '../stores/blobs.js';
 import type { DedupIndex } from '../stores/dedup-index.js';
-import { readMetadata, type BlobRef, type StoredEncryption } from '../stores/file-metadata.js';
+import type { BlobRef, StoredEncryption } from '../stores/file-metadata.js';
+import type { Blobs, StoredRecord } from '../stores/storage.js';
 import type { StagedUpload } from './commit-upload.js';
 
 export interface Adopted {
-  /** Where the bytes to place are: the blob's name. */
+  /** What the backend places: the blob's bytes. */
   from: string;
   /** How those bytes are stored (the blob's IV, when encrypted). */
   encryption?: StoredEncryption;
@@ -39,24 +37,14 @@ export interface DedupCounters {
 }
 
 export interface DedupDeps {
-  blobs: BlobStore;
+  blobs: Blobs;
   index: DedupIndex & { ping?(): Promise<boolean> };
-  /** Metadata folders whose files may hold blob references (committed files and kept versions). */
-  metaDirs: readonly string[];
+  /** Every committed file and kept version, whose metadata may hold blob references. */
+  records: () => AsyncIterable<StoredRecord>;
   healthIntervalMs: number;
   logger: Logger;
   /** false for an index over the network: nothing is deduplicated until its first check (and rebuild) passed. */
   startHealthy: boolean;
-}
-
-async function* blobRefsOnDisk(dirs: readonly string[]): AsyncGenerator<BlobRef> {
-  for (const dir of dirs) {
-    for (const entry of await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => [])) {
-      if (!entry.isFile() || !entry.name.endsWith('.json')) continue;
-      const meta = await readMetadata(path.join(entry.parentPath, entry.name)).catch(() => undefined);
-      if (meta?.blob) yield meta.blob;
-    }
-  }
 }
 
 export function createDedup(deps: DedupDeps): Dedup {
@@ -71,11 +59,12 @@ export function createDedup(deps: DedupDeps): Dedup {
     const answers = deps.index.ping ? await deps.index.ping().catch(() => false) : true;
     if (answers && !up) {
       // The index may have lost references while it was away (a Redis restarted empty): put back every
-      // reference the metadata on disk holds, then take new uploads again.
+      // reference the stored metadata holds, then take new uploads again.
       let restored = 0;
       try {
-        for await (const blob of blobRefsOnDisk(deps.metaDirs)) {
-          await deps.index.addRef(blob.sha, blob.ref);
+        for await (const { meta } of deps.records()) {
+          if (!meta.blob) continue;
+          await deps.index.addRef(meta.blob.sha, meta.blob.ref);
           restored += 1;
         }
       } catch (err) {
@@ -110,7 +99,7 @@ export function createDedup(deps: DedupDeps): Dedup {
           counters.hits += 1;
           counters.bytesSaved += upload.size;
         }
-        return { from: deps.blobs.dataPath(sha), ...(info.encryption ? { encryption: info.encryption } : {}), blob };
+        return { from: deps.blobs.sourceOf(sha), ...(info.encryption ? { encryption: info.encryption } : {}), blob };
       });
       // The blob lock lives where the index does (Redis): while it cannot be had, store without dedup too.
       return adopted.catch((err: unknown) => {

@@ -15,6 +15,7 @@ import { encodeSlotPath } from '../server/cli-sign.js';
 import { clientIp } from '../middleware/request-info.js';
 import { newEncryption } from '../stores/at-rest.js';
 import type { FileLayout } from '../stores/file-layout.js';
+import type { CommittedFiles } from '../stores/storage.js';
 import type { KeyRing } from '../stores/key-ring.js';
 import { IV_KEY, KEY_ID_KEY, clientMetadata, type CountingFileStore } from '../stores/tus-store.js';
 import { checkUploadType } from '../middleware/media-type.js';
@@ -75,6 +76,8 @@ export interface TusHookDeps {
   /** The upload each creating request made, so a creation that fails later can remove it. */
   created: WeakMap<IncomingMessage, string>;
   layout: FileLayout;
+  /** Where the default tenant's uploads are committed. */
+  files: CommittedFiles;
   store: CountingFileStore;
   keys: KeyRing;
   locker: Locker;
@@ -183,7 +186,7 @@ export function createTusHooks(deps: TusHookDeps) {
         const encryption = await deps.store.encryptionOf(upload.id);
         // PATCHes are written without a sync of their own; the finished file must be on disk before the link.
         await syncFile(upload.storage.path);
-        await deps.commitUpload(deps.layout, {
+        await deps.commitUpload(deps.files, {
           path: target,
           stagingPath: upload.storage.path,
           keepStaging: true,

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { finished, type Readable } from 'node:stream';
 import { httpError } from '../server/errors.js';
 import { servedType } from './media-type.js';
-import type { OpenFile } from '../stores/committed-files.js';
+import type { OpenFile } from '../stores/storage.js';
 
 function etagOf(file: OpenFile): string {
   return `"${file.meta.size.toString(16)}-${Date.parse(file.meta.createdAt).toString(16)}"`;
@@ -87,7 +87,8 @@ export async function sendDownload(req: Request, res: Response, file: OpenFile, 
     }
     const short = file.readShort(start, end);
     if (short) res.end(await short);
-    else await send(file.stream(start, end), res);
+    // Awaited before the first byte: a backend that cannot deliver still gets a proper error answer.
+    else await send(await file.stream(start, end), res);
   } finally {
     await file.close();
   }

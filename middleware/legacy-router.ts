@@ -10,7 +10,7 @@ import { clientIp, logRefusal, requestPath } from './request-info.js';
 import type { Tenant } from '../server/tenants.js';
 import type { CommitUpload } from '../hooks/commit-upload.js';
 import { checkExtension } from '../hooks/extension-check.js';
-import type { CommittedFiles } from '../stores/committed-files.js';
+import type { CommittedFiles } from '../stores/storage.js';
 import type { FileLayout } from '../stores/file-layout.js';
 import { slotPathOf } from './legacy-door.js';
 import { note } from './request-notes.js';
@@ -23,8 +23,6 @@ import { writeBufferFor } from '../stores/file-sink.js';
 import { sendDownload } from './download.js';
 import { allowedMethods, legacyHeaders } from './legacy-headers.js';
 import { HmacQueryVerifier, macMatchesAny, versionsMessage } from './slot-verifier-hmac.js';
-import { openStored, type ReadPolicy } from '../stores/committed-files.js';
-import { listVersions, removeAllVersions, versionMeta, type ReleaseBlob } from '../stores/versions.js';
 import { FileShareJwtVerifier } from './slot-verifier-jwt.js';
 import { verifySlot, type SlotVerifier } from './slot-verifier.js';
 
@@ -33,8 +31,6 @@ export interface LegacyRouterDeps {
   layout: FileLayout;
   files: CommittedFiles;
   keys: KeyRing;
-  /** How kept versions are read (the same as files). */
-  readPolicy: ReadPolicy;
   commitUpload: CommitUpload;
   logger: Logger;
   deleteSecret: string;
@@ -48,8 +44,6 @@ export interface LegacyRouterDeps {
   admission: Admission;
   /** EnableVersioning: a PUT to a taken path keeps the old file as a version instead of a 409. */
   versioning: boolean;
-  /** Deduplication: told when a removed copy shared a blob. */
-  release: ReleaseBlob | undefined;
   now?: () => Date;
 }
 
@@ -120,7 +114,7 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
     } finally {
       release();
     }
-    await deps.commitUpload(deps.layout, {
+    await deps.commitUpload(files, {
       path,
       stagingPath: staged.stagingPath,
       size: staged.size,
@@ -145,11 +139,10 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
     if (typeof mac !== 'string' || !macMatchesAny(mac, tenant.secrets, versionsMessage(path))) throw authFailed(req, 'versions_mac_invalid', 'E_MAC_INVALID');
     const id = req.query.id;
     if (id === undefined) {
-      res.json(await listVersions(deps.layout, path));
+      res.json(await files.listVersions(path));
       return;
     }
-    const version = typeof id === 'string' ? await versionMeta(deps.layout, path, id) : undefined;
-    const file = version ? await openStored(version.dataPath, version.meta, deps.readPolicy, `${path}@${id as string}`) : undefined;
+    const file = typeof id === 'string' ? await files.openVersion(path, id) : undefined;
     if (!file) throw httpError('E_NOT_FOUND');
     await sendDownload(req, res, file, { allowRanges: deps.resumableDownloads });
   };
@@ -175,7 +168,7 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
       throw authFailed(req, 'mac_invalid', 'E_MAC_INVALID');
     }
     if (!(await files.remove(path))) throw httpError('E_NOT_FOUND');
-    await removeAllVersions(deps.layout, path, deps.release);
+    await files.removeAllVersions(path);
     logger.info('upload.deleted', { path, client: clientIp(req) });
     res.status(204).end();
   };

@@ -13,9 +13,7 @@ import { httpError } from '../server/errors.js';
 import type { Logger } from '../server/logger.js';
 import { clientIp, logRefusal, requestPath } from './request-info.js';
 import { COMMITTED_KEY, CONCAT_KEY, OWNER_KEY, PARTIAL_KEY, TARGET_KEY } from '../hooks/tus-hooks.js';
-import type { CommittedFiles } from '../stores/committed-files.js';
-import type { FileLayout } from '../stores/file-layout.js';
-import { removeAllVersions, type ReleaseBlob } from '../stores/versions.js';
+import type { CommittedFiles } from '../stores/storage.js';
 import { isWaitingFinal, type Concatenations } from '../hooks/tus-concat.js';
 import { CHECKSUM_ALGORITHMS, UPLOAD_ID, clientMetadata, parseChecksum, type CountingFileStore, type ExpectedChecksum } from '../stores/tus-store.js';
 import { sendDownload } from './download.js';
@@ -49,10 +47,6 @@ export interface TusRouterDeps {
   concatenations: Concatenations;
   /** The library's locker: a DELETE of a finished upload takes the same lock as its PATCHes and its commit. */
   locker: Locker;
-  /** The upload tree the committed files live in (for their versions). */
-  layout: FileLayout;
-  /** Deduplication: told when a removed version shared a blob (CommittedFiles tells it for the file itself). */
-  release: ReleaseBlob | undefined;
   /** Counts a termination the router does itself (the library counts its own). */
   terminated(): void;
   /** Location as an absolute URL. */
@@ -161,7 +155,7 @@ export function tusRouter(deps: TusRouterDeps): Router {
       const target = record.metadata?.[TARGET_KEY];
       if (record.metadata?.[COMMITTED_KEY] && target) {
         await deps.files.remove(target);
-        await removeAllVersions(deps.layout, target, deps.release);
+        await deps.files.removeAllVersions(target);
         deps.logger.info('upload.deleted', { path: target, via: 'tus', client: clientIp(req) });
       }
       await deps.store.remove(id).catch(() => deps.store.configstore.delete(id));

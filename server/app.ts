@@ -22,11 +22,9 @@ import type { Guards } from './guards.js';
 import type { Metrics } from './metrics.js';
 import { attachAbuseEvents } from '../middleware/request-info.js';
 import { requestLog } from '../middleware/request-log.js';
-import type { CommittedFiles, ReadPolicy } from '../stores/committed-files.js';
+import type { CommittedFiles } from '../stores/storage.js';
 import type { FileLayout } from '../stores/file-layout.js';
-import type { MetadataCache } from '../stores/metadata-cache.js';
 import type { KeyRing } from '../stores/key-ring.js';
-import type { BlobRef } from '../stores/file-metadata.js';
 import type { ScanGate } from '../hooks/scan.js';
 import type { Dedup } from '../hooks/dedup.js';
 
@@ -42,12 +40,8 @@ export interface AppDeps {
   tenants: readonly TenantStore[];
   /** Encryption at rest: the current key (if on) and every key old files may need. */
   keys: KeyRing;
-  /** How stored bytes are read (keys, VerifyPlaintextDownloads), for kept versions. */
-  readPolicy: ReadPolicy;
-  /** Committed files of each tenant prefix, sharing metadataCache. */
+  /** Committed files of each tenant prefix, in the storage backend. */
   files: ReadonlyMap<string, CommittedFiles>;
-  /** Parsed metadata of recently served files, dropped by every commit. */
-  metadataCache: MetadataCache;
   /** Virus scanning inside commitUpload(); absent when ClamAVEnabled is off. */
   scan?: ScanGate;
   /** Deduplication inside commitUpload(); absent when DeduplicationEnabled is off. */
@@ -72,7 +66,7 @@ export interface App {
   tus?: TusDoor;
 }
 
-export function createApp({ config, logger, tenants, keys, readPolicy, files, metadataCache, scan, dedup, cap, guards, metrics, webDir, locks }: AppDeps): App {
+export function createApp({ config, logger, tenants, keys, files, scan, dedup, cap, guards, metrics, webDir, locks }: AppDeps): App {
   const app = express();
   app.disable('x-powered-by');
   app.set('case sensitive routing', true);
@@ -90,7 +84,6 @@ export function createApp({ config, logger, tenants, keys, readPolicy, files, me
   const commits: CommitCounters = { versionsPruned: 0 };
   const commitUpload = createCommitUpload({
     logger,
-    metadataCache,
     counters: commits,
     allowedExtensions: config.AllowedExtensions,
     ...(scan ? { scan: scan.stage } : {}),
@@ -98,7 +91,6 @@ export function createApp({ config, logger, tenants, keys, readPolicy, files, me
     ...(dedup ? { dedup } : {}),
     pathLock: locks.paths,
   });
-  const release = dedup ? (blob: BlobRef) => dedup.release(blob) : undefined;
 
   app.use(requestLog(logger, metrics));
   // For load balancers: says the process serves, and nothing else (the full checks are on the metrics port).
@@ -126,7 +118,6 @@ export function createApp({ config, logger, tenants, keys, readPolicy, files, me
       keys,
       layout: defaultTenant.layout,
       files: files.get(defaultTenant.tenant.prefix)!,
-      release,
       commitUpload,
       admission: guards.admission,
       publicUrl: publicUrl(config.PublicURL),
@@ -142,8 +133,6 @@ export function createApp({ config, logger, tenants, keys, readPolicy, files, me
           tenant,
           layout,
           files: files.get(tenant.prefix)!,
-          readPolicy,
-          release,
           keys,
           commitUpload,
           logger,

@@ -9,14 +9,14 @@ import { tenantsOf } from './tenants.js';
 import type { BlobRef } from '../stores/file-metadata.js';
 import { FileLayout } from '../stores/file-layout.js';
 import { sweepStaging } from '../stores/staging.js';
-import { CommittedFiles } from '../stores/committed-files.js';
+import { fsStorage } from '../stores/fs-storage.js';
+import type { Storage } from '../stores/storage.js';
 import { MetadataCache } from '../stores/metadata-cache.js';
 import { sweepExpired, sweepInterval, type ExpiryCounters } from '../stores/expiry-sweep.js';
 import { keyRingFrom } from '../stores/key-ring.js';
 import { createScanGate, type ScanGate } from '../hooks/scan.js';
 import { ClamdScanner, clamdAddress } from '../hooks/scanner-clamd.js';
 import { createDedup, type Dedup } from '../hooks/dedup.js';
-import { BlobStore } from '../stores/blobs.js';
 import { EmbeddedDedupIndex } from '../stores/dedup-index-embedded.js';
 import { RedisDedupIndex } from '../stores/dedup-index-redis.js';
 import { createRedis } from './redis.js';
@@ -63,8 +63,8 @@ async function connectRedis(config: Config, logger: Logger): Promise<Redis | und
   return redis;
 }
 
-/** Blobs under StoreDir/.hmac/blobs, indexed in Redis (RedisEnabled) or in StoreDir/.hmac/refs. */
-async function startDedup(config: Config, logger: Logger, layout: FileLayout, redis: Redis | undefined, locks: Locks): Promise<{ dedup: Dedup; close: () => Promise<void> }> {
+/** Blobs in the storage backend, indexed in Redis (RedisEnabled) or in StoreDir/.hmac/refs. */
+async function startDedup(config: Config, logger: Logger, layout: FileLayout, storage: Storage, redis: Redis | undefined, locks: Locks): Promise<{ dedup: Dedup; close: () => Promise<void> }> {
   const hmacDir = path.dirname(layout.metaDir);
   let index;
   if (redis) {
@@ -73,9 +73,9 @@ async function startDedup(config: Config, logger: Logger, layout: FileLayout, re
     index = new EmbeddedDedupIndex(path.join(hmacDir, 'refs'));
   }
   const dedup = createDedup({
-    blobs: new BlobStore(path.join(hmacDir, 'blobs'), locks.blobs),
+    blobs: storage.blobs(locks.blobs),
     index,
-    metaDirs: [layout.metaDir, layout.versionsDir],
+    records: () => storage.records(),
     healthIntervalMs: config.RedisHealthCheckInterval,
     logger,
     startHealthy: !config.RedisEnabled,
@@ -137,7 +137,8 @@ export async function startServer(config: Config, logger: Logger, options: Start
     : undefined;
   const redis = await connectRedis(config, logger);
   const locks = redis ? redisLocks(RedisLeases.open(redis, logger)) : memoryLocks();
-  const deduplication = config.DeduplicationEnabled ? await startDedup(config, logger, tenants[0]!.layout, redis, locks) : undefined;
+  const storage = fsStorage(tenants[0]!.layout);
+  const deduplication = config.DeduplicationEnabled ? await startDedup(config, logger, tenants[0]!.layout, storage, redis, locks) : undefined;
   const dedup = deduplication?.dedup;
   const release = dedup ? (blob: BlobRef) => dedup.release(blob) : undefined;
   const cap = createConnectionCap(config.MaxConnectionsPerIP, addressMatcher(config.TrustedProxies));
@@ -146,10 +147,10 @@ export async function startServer(config: Config, logger: Logger, options: Start
   // the expiry sweep, so whatever removes a file drops it where downloads look.
   const metadataCache = new MetadataCache();
   const readPolicy = { keys, verifyPlaintext: config.VerifyPlaintextDownloads };
-  const files = new Map(tenants.map(({ tenant, layout }) => [tenant.prefix, new CommittedFiles(layout, readPolicy, { ...(release ? { release } : {}), cache: metadataCache })]));
+  const files = new Map(tenants.map(({ tenant, layout }) => [tenant.prefix, storage.files(layout, readPolicy, { ...(release ? { release } : {}), cache: metadataCache })]));
   // dist/web beside dist/server when compiled; the same dist/web when run from the sources (tests, tsx).
   const webDir = fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../web/' : '../dist/web/', import.meta.url));
-  const { app, tus, commits } = createApp({ config, logger, tenants, keys, readPolicy, files, metadataCache, cap, guards, webDir, locks, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}), ...(metrics ? { metrics } : {}) });
+  const { app, tus, commits } = createApp({ config, logger, tenants, keys, files, cap, guards, webDir, locks, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}), ...(metrics ? { metrics } : {}) });
   // Staging files that outlived ReadTimeout belong to no request any more (a crash, a kill): sweep them now
   // and then every hour.
   const stagingAge = config.ReadTimeout > 0 ? config.ReadTimeout : 24 * 3_600_000;
@@ -159,8 +160,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
   const sweeper = setInterval(sweep, 3_600_000).unref();
   const expiryCounters: ExpiryCounters = { deletions: 0 };
   const expiryDeps = {
-    metaDir: tenants[0]!.layout.metaDir,
-    versionsDir: tenants[0]!.layout.versionsDir,
+    records: () => storage.records(),
     files,
     release,
     defaultPrefix: config.UploadSubDir,

@@ -18,10 +18,9 @@ import { createTusHooks, type TusRequest } from '../hooks/tus-hooks.js';
 import { tusRouter } from '../middleware/tus-router.js';
 import { ietfUploads } from '../middleware/ietf-upload.js';
 import { grantKey, type Grant } from '../middleware/upload-grant.js';
-import type { CommittedFiles } from '../stores/committed-files.js';
+import type { CommittedFiles } from '../stores/storage.js';
 import type { FileLayout } from '../stores/file-layout.js';
 import type { KeyRing } from '../stores/key-ring.js';
-import type { ReleaseBlob } from '../stores/versions.js';
 import { CountingFileStore, newTusCounters, sweepTusUploads, type ExpectedChecksum, type TusCounters } from '../stores/tus-store.js';
 
 export interface TusDoor {
@@ -42,8 +41,6 @@ export interface TusDoorDeps {
   files: CommittedFiles;
   commitUpload: CommitUpload;
   admission: Admission;
-  /** Deduplication: told when a version removed by a tus DELETE shared a blob. */
-  release?: ReleaseBlob;
   /** Location and X-Download-URL as absolute URLs. */
   publicUrl: PublicUrl;
   /** The tus locker, and the lease that lets one instance at a time sweep. */
@@ -81,7 +78,7 @@ async function answerTusError(req: TusRequest, err: unknown, deps: { logger: Log
   return { status_code: error.status, body: `${error.message}\n` };
 }
 
-export function createTusDoor({ config, logger, keys, layout, files, commitUpload, admission, release, publicUrl, locks }: TusDoorDeps): TusDoor {
+export function createTusDoor({ config, logger, keys, layout, files, commitUpload, admission, publicUrl, locks }: TusDoorDeps): TusDoor {
   const counters = newTusCounters();
   const checksums = new AsyncLocalStorage<ExpectedChecksum>();
   const store = new CountingFileStore(config.StoreDir, {
@@ -105,6 +102,7 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
     created,
     keys,
     layout,
+    files,
     store,
     locker,
     commitUpload,
@@ -161,8 +159,6 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
       partials,
       admission,
       locker,
-      layout,
-      release,
       terminated: () => (counters.terminated += 1),
       concatenations,
       publicUrl,

@@ -6,7 +6,7 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { hmacHex, versionsMessage } from '../middleware/slot-verifier-hmac.js';
 import { encodeSlotPath } from '../server/cli-sign.js';
-import type { VersionInfo } from '../stores/versions.js';
+import type { VersionInfo } from '../stores/storage.js';
 import { rawRequest, signedPut } from './helpers/http.js';
 import { startTestServer, TEST_SECRET, type TestServer } from './helpers/test-server.js';
 

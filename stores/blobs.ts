@@ -10,14 +10,9 @@ import { randomBytes } from 'node:crypto';
 import { link, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createPathLock, type PathLock } from '../hooks/path-lock.js';
-import type { StoredEncryption } from './file-metadata.js';
+import type { BlobInfo, Blobs } from './storage.js';
 
-export interface BlobInfo {
-  size: number;
-  encryption?: StoredEncryption;
-}
-
-export class BlobStore {
+export class BlobStore implements Blobs {
   /**
    * @param lock serialises adopt and release per blob: in this process, or across instances (Redis) when
    * they share the StoreDir.
@@ -29,6 +24,10 @@ export class BlobStore {
 
   dataPath(sha: string): string {
     return path.join(this.dir, sha.slice(0, 2), sha);
+  }
+
+  sourceOf(sha: string): string {
+    return this.dataPath(sha);
   }
 
   private infoPath(sha: string): string {
@@ -44,10 +43,6 @@ export class BlobStore {
     }
   }
 
-  /**
-   * The blob for sha, made from the staged bytes when there is none yet. Call under lock(sha). It says whether the blob existed already (a dedup hit), and the returned
-   * info says how the blob's bytes are stored, which may differ from the staged copy (another IV).
-   */
   async adopt(sha: string, stagingPath: string, staged: BlobInfo): Promise<BlobInfo & { existed: boolean }> {
     const existing = await this.info(sha);
     if (existing) return { ...existing, existed: true };
@@ -70,7 +65,7 @@ export class BlobStore {
     return { ...staged, existed: false };
   }
 
-  /** Removes the blob's own name and info; paths that still link its bytes keep them. Call under lock(sha). */
+  /** Removes the blob's own name and info; paths that still link its bytes keep them. */
   async release(sha: string): Promise<void> {
     await rm(this.infoPath(sha), { force: true });
     await rm(this.dataPath(sha), { force: true });

@@ -1,33 +1,18 @@
-// Read and remove access to committed files: the data under the upload tree plus its metadata. Opening
+// The file-system backend's committed files: the data under the upload tree plus its metadata. Opening
 // refuses symlinks, anything outside the upload tree and anything whose commit has not finished (no metadata
 // yet), and hands out plaintext: an encrypted file is decrypted from whatever offset is read; a file whose
 // size does not match its record, or whose key is gone, is an error before any byte is sent.
 import fs, { constants, createReadStream, type Stats } from 'node:fs';
-import type { Readable } from 'node:stream';
 import { rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import type { FileLayout } from './file-layout.js';
 import { httpError } from '../server/errors.js';
 import { keyOf, plaintextStream } from './at-rest.js';
 import { readMetadata, removeMetadata, type FileMetadata } from './file-metadata.js';
-import type { KeyRing } from './key-ring.js';
-import type { ReleaseBlob } from './versions.js';
 import { identityOf, MetadataCache } from './metadata-cache.js';
-
-export interface OpenFile {
-  meta: Readonly<FileMetadata>;
-  /**
-   * Plaintext bytes start..end inclusive, as Range counts them; a whole-file read also checks the recorded
-   * digest. Takes over the descriptor; close() is then a no-op.
-   */
-  stream(start: number, end: number): Readable;
-  /**
-   * The same bytes in one read, for a short range of a plain file that needs no digest check; undefined
-   * when the stream is needed. Saves a small Range GET the stream machinery. Takes over the descriptor.
-   */
-  readShort(start: number, end: number): Promise<Buffer> | undefined;
-  close(): Promise<void>;
-}
+import type { CommittedFiles, FilesOptions, OpenFile, ReadPolicy, ReleaseBlob, VersionInfo } from './storage.js';
+import { placeFile } from './place.js';
+import { keepAsVersion, listVersions, pruneVersions, removeAllVersions, restoreVersion, versionMeta } from './versions.js';
 
 const MISSING = new Set(['ENOENT', 'ENOTDIR', 'ELOOP', 'EISDIR']);
 
@@ -37,15 +22,6 @@ const MISSING = new Set(['ENOENT', 'ENOTDIR', 'ELOOP', 'EISDIR']);
  * allocates only what it asks for.
  */
 const READ_CHUNK = 512 * 1024;
-
-export interface ReadPolicy {
-  keys: KeyRing;
-  /**
-   * VerifyPlaintextDownloads: check the digest of whole-file reads of plain files too. Encrypted files are
-   * always checked: there the digest is what notices changed ciphertext, which AES-CTR itself cannot.
-   */
-  verifyPlaintext: boolean;
-}
 
 interface OpenedData {
   fd: number;
@@ -139,22 +115,18 @@ export async function openStored(dataPath: string, meta: Readonly<FileMetadata>,
   }
 }
 
-export interface CommittedFilesOptions {
-  /** Deduplication: told when a removed file shared a blob. */
-  release?: ReleaseBlob;
-  /** Shared by every reader of StoreDir in this process; without one, every open reads the metadata afresh. */
-  cache?: MetadataCache;
-}
-
-export class CommittedFiles {
+/** One tenant's committed files under StoreDir (stores/file-layout.ts). */
+export class FsCommittedFiles implements CommittedFiles {
+  readonly prefix: string;
   private readonly release: ReleaseBlob | undefined;
   private readonly cache: MetadataCache;
 
   constructor(
     private readonly layout: FileLayout,
     private readonly policy: ReadPolicy,
-    options: CommittedFilesOptions = {},
+    options: FilesOptions = {},
   ) {
+    this.prefix = layout.prefix;
     this.release = options.release;
     this.cache = options.cache ?? new MetadataCache(0);
   }
@@ -163,10 +135,7 @@ export class CommittedFiles {
     return (await readMetadata(this.layout.metaPath(slotPath))) !== undefined;
   }
 
-  /**
-   * The committed file at slotPath, or undefined. The caller must stream or close it. The data file is
-   * opened first and its metadata found by what was opened, so the two belong together.
-   */
+  /** The data file is opened first and its metadata found by what was opened, so the two belong together. */
   async open(slotPath: string): Promise<OpenFile | undefined> {
     const dataPath = this.layout.dataPath(slotPath);
     const opened = await openData(dataPath);
@@ -190,7 +159,6 @@ export class CommittedFiles {
     }
   }
 
-  /** Removes a committed file; false when there was none. Metadata goes first so GETs stop at once. */
   async remove(slotPath: string): Promise<boolean> {
     const metaPath = this.layout.metaPath(slotPath);
     this.cache.forget(metaPath);
@@ -201,5 +169,42 @@ export class CommittedFiles {
     await rm(this.layout.dataPath(slotPath), { force: true });
     if (meta.blob && this.release) await this.release(meta.blob);
     return true;
+  }
+
+  async place(from: string, meta: FileMetadata): Promise<void> {
+    try {
+      await placeFile(this.layout, from, meta);
+    } finally {
+      this.cache.forget(this.layout.metaPath(meta.path));
+    }
+  }
+
+  async keepAsVersion(slotPath: string): Promise<string | undefined> {
+    try {
+      return await keepAsVersion(this.layout, slotPath);
+    } finally {
+      this.cache.forget(this.layout.metaPath(slotPath));
+    }
+  }
+
+  restoreVersion(slotPath: string, id: string): Promise<void> {
+    return restoreVersion(this.layout, slotPath, id);
+  }
+
+  pruneVersions(slotPath: string, max: number): Promise<number> {
+    return pruneVersions(this.layout, slotPath, max, this.release);
+  }
+
+  listVersions(slotPath: string): Promise<VersionInfo[]> {
+    return listVersions(this.layout, slotPath);
+  }
+
+  async openVersion(slotPath: string, id: string): Promise<OpenFile | undefined> {
+    const version = await versionMeta(this.layout, slotPath, id);
+    return version ? openStored(version.dataPath, version.meta, this.policy, `${slotPath}@${id}`) : undefined;
+  }
+
+  removeAllVersions(slotPath: string): Promise<void> {
+    return removeAllVersions(this.layout, slotPath, this.release);
   }
 }

@@ -10,22 +10,18 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { FileLayout } from './file-layout.js';
-import { readMetadata, type BlobRef, type FileMetadata } from './file-metadata.js';
-
-/** Called when a removed copy referred to a dedup blob. */
-export type ReleaseBlob = (blob: BlobRef) => Promise<void>;
-
-export interface VersionInfo {
-  id: string;
-  size: number;
-  contentType: string;
-  createdAt: string;
-}
+import { readMetadata, type FileMetadata } from './file-metadata.js';
+import type { ReleaseBlob, VersionInfo } from './storage.js';
 
 const VERSION_ID = /^\d{15}-[0-9a-f]{8}$/;
 
-function isVersionId(id: string): boolean {
+export function isVersionId(id: string): boolean {
   return VERSION_ID.test(id);
+}
+
+/** A new version id for a file committed at createdAt: ids sort oldest first. */
+export function newVersionId(createdAt: string): string {
+  return `${String(Date.parse(createdAt)).padStart(15, '0')}-${randomBytes(4).toString('hex')}`;
 }
 
 /** Moves the current file of slotPath into its versions; returns the version id, undefined when there was none. */
@@ -35,7 +31,7 @@ export async function keepAsVersion(layout: FileLayout, slotPath: string): Promi
   if (!meta) return undefined;
   const dir = layout.versionDir(slotPath);
   await mkdir(dir, { recursive: true, mode: 0o750 });
-  const id = `${String(Date.parse(meta.createdAt)).padStart(15, '0')}-${randomBytes(4).toString('hex')}`;
+  const id = newVersionId(meta.createdAt);
   // Metadata first: from here on the path reads as free, and the bytes follow it.
   await rename(metaPath, path.join(dir, `${id}.json`));
   await rename(layout.dataPath(slotPath), path.join(dir, id));

@@ -4,8 +4,8 @@
 import { link, mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { httpError } from '../server/errors.js';
-import type { FileLayout } from '../stores/file-layout.js';
-import { writeMetadata, type FileMetadata } from '../stores/file-metadata.js';
+import type { FileLayout } from './file-layout.js';
+import { writeMetadata, type FileMetadata } from './file-metadata.js';
 
 const TAKEN = new Set(['EEXIST', 'ENOTDIR', 'EISDIR']);
 
