@@ -212,7 +212,16 @@ export const configSchema = z.object({
   Fail2BanFindTime: duration().refine((ms) => ms > 0, { error: `${DURATION_FORM}, not 0` }),
   // Deduplication
   DeduplicationEnabled: bool(),
+  // Object storage (stores/s3-storage.ts)
+  StorageBackend: z.enum(['fs', 's3'], { error: 'one of "fs", "s3"' }),
+  S3Endpoint: text().refine((v) => v === '' || /^https?:\/\/[^\s/?#]+\/?$/.test(v), { error: 'an http:// or https:// URL of the S3 service such as "https://s3.example.org", or "" for AWS' }),
+  S3Bucket: text().regex(/^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, { error: 'a bucket name of 3-63 lower-case letters, digits, "." and "-"' }),
+  S3Region: text().min(1, { error: 'a region such as "us-east-1"' }),
+  S3AccessKeyID: text(),
+  S3SecretAccessKey: text(),
+  S3ForcePathStyle: bool(),
 }).superRefine((config, ctx) => {
+  if (config.StorageBackend === 's3' && config.S3Bucket === '') ctx.addIssue({ code: 'custom', path: ['S3Bucket'], message: 'a bucket name when StorageBackend = "s3"' });
   if (config.TusPath === `/${config.UploadSubDir}/`) ctx.addIssue({ code: 'custom', path: ['TusPath'], message: 'a path other than UploadSubDir' });
   // The page's files live directly below it; it may sit at "/" but not inside the upload tree or TusPath.
   for (const taken of [`/${config.UploadSubDir}/`, config.TusPath]) {
@@ -322,6 +331,13 @@ export const DEFAULTS: { readonly [K in ConfigKey]-?: Exclude<ConfigInput[K], un
   Fail2BanMaxRetry: 5,
   Fail2BanFindTime: '10m',
   DeduplicationEnabled: false,
+  StorageBackend: 'fs',
+  S3Endpoint: '',
+  S3Bucket: '',
+  S3Region: 'us-east-1',
+  S3AccessKeyID: '',
+  S3SecretAccessKey: '',
+  S3ForcePathStyle: false,
 };
 
 /**

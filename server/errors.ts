@@ -69,6 +69,7 @@ export const CATALOGUE = {
   E_ADMISSION_FULL: [503, 'Too many uploads at once, try again later'],
   E_BUSY: [503, 'Upload is busy with another request, try again later'],
   E_COORDINATION_DOWN: [503, 'Shared state unavailable, try again later'],
+  E_STORAGE_DOWN: [503, 'Storage unavailable, try again later'],
   E_TOO_MANY_CONNECTIONS: [503, 'Too many connections from your address, try again later'],
   E_DISK_FULL: [507, 'Insufficient storage'],
 } as const satisfies Record<string, readonly [number, string]>;

@@ -11,6 +11,8 @@ import { FileLayout } from '../stores/file-layout.js';
 import { sweepStaging } from '../stores/staging.js';
 import { fsStorage } from '../stores/fs-storage.js';
 import type { Storage } from '../stores/storage.js';
+import { S3Objects, type S3Tuning } from '../stores/s3-objects.js';
+import { s3Storage } from '../stores/s3-storage.js';
 import { MetadataCache } from '../stores/metadata-cache.js';
 import { sweepExpired, sweepInterval, type ExpiryCounters } from '../stores/expiry-sweep.js';
 import { keyRingFrom } from '../stores/key-ring.js';
@@ -90,6 +92,31 @@ async function startDedup(config: Config, logger: Logger, layout: FileLayout, st
   };
 }
 
+/** StorageBackend: the file system under StoreDir, or an S3 bucket. */
+async function openStorage(config: Config, logger: Logger, layout: FileLayout, locks: Locks, tuning?: S3Tuning): Promise<Storage> {
+  if (config.StorageBackend !== 's3') return fsStorage(layout);
+  const objects = await S3Objects.open(
+    {
+      endpoint: config.S3Endpoint,
+      region: config.S3Region,
+      bucket: config.S3Bucket,
+      accessKeyId: config.S3AccessKeyID,
+      secretAccessKey: config.S3SecretAccessKey,
+      forcePathStyle: config.S3ForcePathStyle,
+    },
+    logger,
+    tuning,
+  );
+  // A store that does not answer does not hold the start: uploads get 503 until it does, and /readyz says so.
+  await objects.ping().catch((err: unknown) => logger.warn('storage.unavailable', { backend: 's3', bucket: config.S3Bucket, cause: causeOf(err) }));
+  return s3Storage(objects, locks.paths);
+}
+
+function causeOf(err: unknown): string {
+  const cause = err instanceof Error && err.cause !== undefined ? err.cause : err;
+  return cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause);
+}
+
 /** InstanceID, or the host name. */
 function instanceIdOf(config: Config): string {
   return config.InstanceID || os.hostname();
@@ -106,6 +133,7 @@ export interface StartOptions {
   /** Tests: faster polls, back-offs and retries than an operator needs (server/tls.ts, server/acme.ts). */
   tls?: TlsTuning;
   acme?: AcmeTuning;
+  s3?: S3Tuning;
 }
 
 export async function startServer(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningServer> {
@@ -137,7 +165,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
     : undefined;
   const redis = await connectRedis(config, logger);
   const locks = redis ? redisLocks(RedisLeases.open(redis, logger)) : memoryLocks();
-  const storage = fsStorage(tenants[0]!.layout);
+  const storage = await openStorage(config, logger, tenants[0]!.layout, locks, options.s3);
   const deduplication = config.DeduplicationEnabled ? await startDedup(config, logger, tenants[0]!.layout, storage, redis, locks) : undefined;
   const dedup = deduplication?.dedup;
   const release = dedup ? (blob: BlobRef) => dedup.release(blob) : undefined;
@@ -187,6 +215,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
           store: storeWritable(stagingDir),
           ...(redis ? { redis: async () => (await redis.ping()) === 'PONG' } : {}),
           ...(scan ? { clamd: () => scan.check() } : {}),
+          ...(storage.check ? { [storage.kind]: () => storage.check!() } : {}),
         },
         logger,
       })
@@ -222,6 +251,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
     instance: instanceIdOf(config),
     address: listener.address,
     store: config.StoreDir,
+    storage: storage.kind === 's3' ? `s3:${config.S3Bucket}` : 'fs',
     prefixes: tenants.map((t) => `/${t.tenant.prefix}/`).join(','),
     ...(tus ? { tus: config.TusPath } : {}),
     encryption: keys.current?.id ?? 'off',
@@ -253,6 +283,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
       await guards.close();
       await deduplication?.close();
       locks.close();
+      storage.close();
       redis?.disconnect();
     },
   };

@@ -1,6 +1,7 @@
-// Three real server processes behind the shipped nginx (round robin), on one StoreDir and one Redis: tus
-// uploads go on from instance to instance, racing commits have one winner, identical content is one blob, and
-// uploads survive an instance killed mid-way.
+// Three real server processes behind the shipped nginx (round robin), on one StoreDir and one Redis, with
+// committed files on that StoreDir or in one S3 bucket (Ceph radosgw): tus uploads go on from instance to
+// instance, racing commits have one winner, identical content is one blob, and uploads survive an instance
+// killed mid-way.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
@@ -11,6 +12,7 @@ import { startChildServer, type ChildServer } from './helpers/child-server.js';
 import { rawRequest, signedPut } from './helpers/http.js';
 import { startNginx, type RunningNginx } from './helpers/nginx.js';
 import { startRedis, type RunningRedis } from './helpers/redis.js';
+import { createBucket, startS3, type RunningS3, type TestBucket } from './helpers/ceph.js';
 import { tusUpload, type TusTarget } from './helpers/tus-client.js';
 
 const SECRET = 'several-instances-secret';
@@ -49,8 +51,12 @@ async function blobsIn(storeDir: string): Promise<string[]> {
   return entries.filter((e) => e.isFile() && !e.name.endsWith('.json')).map((e) => e.name);
 }
 
-describe('several instances behind nginx, one StoreDir and one Redis', function () {
+for (const backend of ['fs', 's3'] as const) describe(`several instances behind nginx, one StoreDir and one Redis, files ${backend === 'fs' ? 'on StoreDir' : 'in S3'}`, function () {
   this.timeout(180_000);
+  let s3: RunningS3 | undefined;
+  let bucket: TestBucket | undefined;
+  /** The blobs stored, by sha256. */
+  const blobs = async () => (bucket ? (await bucket.keys('blobs/')).filter((k) => !k.endsWith('.json')).map((k) => k.slice('blobs/'.length)) : blobsIn(storeDir));
   let redis: RunningRedis;
   let storeDir: string;
   let instances: ChildServer[];
@@ -64,12 +70,16 @@ describe('several instances behind nginx, one StoreDir and one Redis', function 
   before(async function () {
     this.timeout(600_000);
     redis = await startRedis();
+    if (backend === 's3') {
+      s3 = await startS3();
+      bucket = await createBucket(s3);
+    }
     storeDir = await mkdtemp(path.join(os.tmpdir(), 'hfs-shared-'));
     instances = await Promise.all(
       ['a', 'b', 'c'].map((name) =>
         startChildServer({
           startTimeoutMs: 60_000,
-          config: { Secret: SECRET, StoreDir: storeDir, RedisEnabled: true, RedisAddr: redis.addr, DeduplicationEnabled: true, InstanceID: `files-${name}`, MaxUploadSize: '64MiB' },
+          config: { Secret: SECRET, StoreDir: storeDir, RedisEnabled: true, RedisAddr: redis.addr, DeduplicationEnabled: true, InstanceID: `files-${name}`, MaxUploadSize: '64MiB', ...bucket?.config },
         }),
       ),
     );
@@ -87,6 +97,8 @@ describe('several instances behind nginx, one StoreDir and one Redis', function 
     await nginx?.stop();
     await Promise.all((instances ?? []).map((i) => i.stop()));
     await redis?.dispose();
+    bucket?.dispose();
+    await s3?.dispose();
     if (storeDir) await rm(storeDir, { recursive: true, force: true });
   });
 
@@ -130,7 +142,8 @@ describe('several instances behind nginx, one StoreDir and one Redis', function 
     // A few rounds: two instances adopting one blob at the same moment is what the shared blob lock is for.
     for (let round = 0; round < 4; round++) {
       const data = randomBytes(200_000);
-      const before = await blobsIn(storeDir);
+      const before = await blobs();
+      const objectsBefore = bucket ? (await bucket.keys('data/')).length : 0;
       const slots = Array.from({ length: 9 }, (_, i) => `same/${round}/${i}.bin`);
       const answers = await Promise.all(
         slots.map((slot, i) => signedPut(direct(instances[i % 3]!), slot, data, { secret: SECRET, contentType: 'application/octet-stream' })),
@@ -139,10 +152,14 @@ describe('several instances behind nginx, one StoreDir and one Redis', function 
         answers.map((a) => a.status),
         Array<number>(9).fill(201),
       );
-      const added = (await blobsIn(storeDir)).filter((b) => !before.includes(b));
+      const added = (await blobs()).filter((b) => !before.includes(b));
       assert.deepEqual(added, [sha256(data)]);
-      const inodes = new Set(await Promise.all(slots.map(async (slot) => (await stat(path.join(storeDir, 'upload', slot))).ino)));
-      assert.equal(inodes.size, 1, `round ${round}: the paths do not all share the blob's bytes`);
+      if (bucket) {
+        assert.equal((await bucket.keys('data/')).length, objectsBefore, `round ${round}: a copy was stored beside the blob`);
+      } else {
+        const inodes = new Set(await Promise.all(slots.map(async (slot) => (await stat(path.join(storeDir, 'upload', slot))).ino)));
+        assert.equal(inodes.size, 1, `round ${round}: the paths do not all share the blob's bytes`);
+      }
       for (const slot of slots) assert.equal(sha256((await rawRequest(base, 'GET', `/upload/${slot}`)).body), sha256(data));
     }
   });

@@ -99,19 +99,22 @@ export class FileLayout {
     return path.join(this.uploadRoot, ...slotPath.split('/'));
   }
 
-  /** Keyed by the full path below StoreDir, so nested tenant prefixes agree on one file's metadata. */
-  private keyOf(slotPath: string): string {
+  /**
+   * The name of a path's records (metadata, versions; the object keys of the S3 backend too): keyed by the
+   * full path below StoreDir, so nested tenant prefixes agree on one file's metadata.
+   */
+  recordKey(slotPath: string): string {
     return createHash('sha256').update(`${this.prefix}/${slotPath}`, 'utf8').digest('hex');
   }
 
   metaPath(slotPath: string): string {
-    const h = this.keyOf(slotPath);
+    const h = this.recordKey(slotPath);
     return path.join(this.metaDir, h.slice(0, 2), `${h}.json`);
   }
 
   /** Where the earlier versions of a path are kept. */
   versionDir(slotPath: string): string {
-    return path.join(this.versionsDir, this.keyOf(slotPath));
+    return path.join(this.versionsDir, this.recordKey(slotPath));
   }
 
   newStagingPath(suffix = '.part'): string {

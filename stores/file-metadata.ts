@@ -23,6 +23,8 @@ export interface FileMetadata {
   encryption?: StoredEncryption;
   /** DeduplicationEnabled: the blob this copy's bytes are shared with, and this copy's reference to it. */
   blob?: BlobRef;
+  /** StorageBackend "s3": the object that holds the bytes (written once, never overwritten). */
+  object?: string;
 }
 
 export interface BlobRef {
@@ -40,7 +42,7 @@ export interface StoredEncryption {
   iv: string;
 }
 
-function isMetadata(value: unknown): value is FileMetadata {
+export function isMetadata(value: unknown): value is FileMetadata {
   if (typeof value !== 'object' || value === null) return false;
   const v = value as Record<string, unknown>;
   return typeof v.path === 'string' && typeof v.size === 'number' && typeof v.contentType === 'string' && typeof v.createdAt === 'string';

@@ -8,6 +8,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { CreateBucketCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { ensureDebianPackages } from './debian-packages.js';
 import { freePort, restartable, startDaemon, type Daemon, type Restartable } from './local-daemon.js';
 
@@ -25,7 +26,7 @@ export interface RunningS3 {
   dispose(): Promise<void>;
 }
 
-function conf(dir: string, fsid: string, monPort: number, rgwPort: number): string {
+function conf(dir: string, fsid: string, monPort: number, rgwPort: number, memoryBytes: number): string {
   return `[global]
 fsid = ${fsid}
 mon host = v2:127.0.0.1:${monPort}
@@ -62,7 +63,7 @@ osd pool default pg autoscale mode = off
 osd crush chooseleaf type = 0
 [osd]
 osd objectstore = memstore
-memstore device bytes = 2147483648
+memstore device bytes = ${memoryBytes}
 [client.rgw]
 rgw frontends = beast endpoint=127.0.0.1:${rgwPort}
 rgw data = ${dir}/rgw
@@ -78,7 +79,8 @@ async function answers(url: string): Promise<boolean> {
   }
 }
 
-export async function startS3(): Promise<RunningS3> {
+/** memoryBytes: what the memstore OSD may hold (it refuses writes near 95 % of it). */
+export async function startS3(options: { memoryBytes?: number } = {}): Promise<RunningS3> {
   await ensureDebianPackages({ 'ceph-mon': 'ceph-mon', 'ceph-osd': 'ceph-osd', radosgw: 'radosgw', ceph: 'ceph-common', monmaptool: 'ceph-base', 'radosgw-admin': 'radosgw' });
   const dir = await mkdtemp(path.join(os.tmpdir(), 'hfs-ceph-'));
   const daemons: Daemon[] = [];
@@ -92,7 +94,7 @@ export async function startS3(): Promise<RunningS3> {
     const [monPort, rgwPort] = [await freePort(), await freePort()];
     const fsid = randomUUID();
     const config = path.join(dir, 'ceph.conf');
-    await writeFile(config, conf(dir, fsid, monPort, rgwPort));
+    await writeFile(config, conf(dir, fsid, monPort, rgwPort, options.memoryBytes ?? 2 * 1024 ** 3));
     const c = ['-c', config];
     const ceph = (...args: string[]) => run('ceph', [...c, '--connect-timeout', '15', ...args], { timeout: 30_000 });
     await run('monmaptool', ['--create', '--fsid', fsid, '--addv', 'a', `[v2:127.0.0.1:${monPort}]`, path.join(dir, 'monmap')]);
@@ -136,4 +138,61 @@ export async function startS3(): Promise<RunningS3> {
     await rm(dir, { recursive: true, force: true });
     throw err;
   }
+}
+
+/** A bucket of the test engine, with the server keys that use it and a client to look inside. */
+export interface TestBucket {
+  name: string;
+  /** A client of the engine, as the server's is configured. */
+  client: S3Client;
+  /** StorageBackend = "s3" and the S3 keys of this bucket. */
+  config: {
+    StorageBackend: 's3';
+    S3Endpoint: string;
+    S3Bucket: string;
+    S3Region: string;
+    S3AccessKeyID: string;
+    S3SecretAccessKey: string;
+    S3ForcePathStyle: boolean;
+  };
+  /** Every key below prefix. */
+  keys(prefix?: string): Promise<string[]>;
+  object(key: string): Promise<Buffer>;
+  /** The object's ETag (a multipart object's ends in -<parts>). */
+  etag(key: string): Promise<string>;
+  dispose(): void;
+}
+
+let buckets = 0;
+
+/** A new, empty bucket: each test sees only its own objects. */
+export async function createBucket(s3: RunningS3): Promise<TestBucket> {
+  const name = `hfs-test-${process.pid}-${++buckets}`;
+  const client = new S3Client({
+    endpoint: s3.endpoint,
+    region: s3.region,
+    forcePathStyle: true,
+    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+  await client.send(new CreateBucketCommand({ Bucket: name }));
+  return {
+    name,
+    client,
+    config: { StorageBackend: 's3', S3Endpoint: s3.endpoint, S3Bucket: name, S3Region: s3.region, S3AccessKeyID: s3.accessKeyId, S3SecretAccessKey: s3.secretAccessKey, S3ForcePathStyle: true },
+    keys: async (prefix = '') => {
+      const keys: string[] = [];
+      let token: string | undefined;
+      do {
+        const page = await client.send(new ListObjectsV2Command({ Bucket: name, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }));
+        for (const item of page.Contents ?? []) keys.push(item.Key!);
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } while (token);
+      return keys.sort();
+    },
+    object: async (key) => Buffer.from(await (await client.send(new GetObjectCommand({ Bucket: name, Key: key }))).Body!.transformToByteArray()),
+    etag: async (key) => (await client.send(new HeadObjectCommand({ Bucket: name, Key: key }))).ETag ?? '',
+    dispose: () => client.destroy(),
+  };
 }
