@@ -148,7 +148,7 @@ function putOptions(payload: Payload, options: UploadOptions, headers: Record<st
 export function legacyDoor(ours: OursTarget): Door {
   return {
     label: 'hmac-file-server legacy PUT',
-    plaintextOnDisk: !ours.features,
+    plaintextOnDisk: ours.plaintextOnDisk,
     pids: () => ours.pids(),
     async upload(name, payload, options = {}) {
       const start = performance.now();
@@ -189,7 +189,7 @@ export function tusDoor(target: OursTarget | TusBaselineTarget, patchSize: numbe
   const ours = target.kind === 'ours' ? target : undefined;
   return {
     label: `${ours ? 'hmac-file-server tus' : 'bare @tus/server'}${patchSize > 0 ? ` (${patchSize / 1024 / 1024} MiB PATCHes)` : ''}`,
-    plaintextOnDisk: !ours?.features,
+    plaintextOnDisk: ours ? ours.plaintextOnDisk : true,
     pids: () => target.pids(),
     async upload(name, payload, options = {}) {
       const common = {

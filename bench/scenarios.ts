@@ -2,12 +2,16 @@
 // `runs` times (the order of the targets rotates from run to run), verifies every uploaded byte, and returns
 // rows of medians. A scenario that throws (a refused upload, a byte that does not verify, its deadline) fails.
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { open, stat, statfs } from 'node:fs/promises';
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
+import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { EICAR } from '../spec/helpers/clamd.js';
+import { createBucket, startS3 } from '../spec/helpers/ceph.js';
+import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { davDoor, legacyDoor, request, tusDoor, verifyUpload, VerifyError, type Door, type Uploaded } from './client.js';
 import { newPayload, type Payload } from './payload.js';
 import { cpuSecondsOf, rssOf, samplePeak } from './proc.js';
@@ -712,4 +716,132 @@ const workLarge: Scenario = {
   },
 };
 
-export const SCENARIOS: readonly Scenario[] = [putBig, tusSingle, tusChunked, putMany, getBig, rangeGets, memory, workSmall, workLarge];
+/** Hashes a stream as it is read; its byte count and SHA-256. */
+async function drain(body: Readable): Promise<{ bytes: number; sha256: string }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of body) {
+    bytes += (chunk as Buffer).length;
+    hash.update(chunk as Buffer);
+  }
+  return { bytes, sha256: hash.digest('hex') };
+}
+
+const s3Backend: Scenario = {
+  id: 's3',
+  title: 'StorageBackend = "s3" on a local Ceph radosgw: one big PUT, 200 × 1 MiB PUTs, a GET and 64 KiB Range GETs, vs the same requests made to radosgw itself with the AWS SDK',
+  diskNeed: (p) => 2 * Math.min(p.big, 256 * MiB) + 4 * p.many * p.manySize,
+  async run(ctx) {
+    const { many, manySize, ranges, rangeSize, rangeConcurrency } = ctx.profile;
+    // radosgw keeps its objects in memory here (a memstore OSD): 256 MiB per big file keeps every run in it.
+    const big = Math.min(ctx.profile.big, 256 * MiB);
+    if (big < ctx.profile.big) ctx.note(`the big file is ${sizeLabel(big)}, not ${sizeLabel(ctx.profile.big)}: radosgw holds every object of the runs in memory`);
+    const s3 = await startS3({ memoryBytes: 8 * GiB });
+    const stops: Array<() => Promise<void> | void> = [() => s3.dispose()];
+    try {
+      const bucket = await createBucket(s3);
+      stops.push(() => bucket.dispose());
+      const server = await startOurs(ctx.build, ctx.dir, { maxUploadSize: MAX_UPLOAD, s3: bucket.config });
+      stops.push(() => server.stop());
+      const door = legacyDoor(server);
+      const ours = 'hmac-file-server on S3';
+      const direct = 'radosgw direct (AWS SDK)';
+      const { client } = bucket;
+      const put = (key: string, payload: Payload) => client.send(new PutObjectCommand({ Bucket: bucket.name, Key: key, Body: payload.stream(), ContentLength: payload.size }));
+      const getDirect = async (key: string, range?: string) => (await client.send(new GetObjectCommand({ Bucket: bucket.name, Key: key, ...(range ? { Range: range } : {}) }))).Body as Readable;
+      const checkDirect = async (key: string, payload: Payload) => {
+        const got = await drain(await getDirect(key));
+        if (got.sha256 !== payload.digest()) throw new VerifyError(`${direct}: ${key} has SHA-256 ${got.sha256}, sent ${payload.digest()}`);
+      };
+      const series = () => new Map([ours, direct].map((label) => [label, [] as number[]]));
+
+      // One big PUT per side and run.
+      const payload = newPayload(big);
+      payload.digest();
+      const putSpeed = series();
+      let download = '';
+      for (let r = 0; r < ctx.runs; r++) {
+        for (const side of rotated([ours, direct], r)) {
+          const start = performance.now();
+          if (side === ours) {
+            const up = await door.upload(`big-${r}.bin`, payload, { signal: ctx.signal });
+            await verifyUpload(door, up, payload, { signal: ctx.signal });
+            download = up.download;
+            putSpeed.get(side)!.push(mibps(big, up.answerMs));
+          } else {
+            await put(`direct/big-${r}.bin`, payload);
+            putSpeed.get(side)!.push(mibps(big, performance.now() - start));
+            await checkDirect(`direct/big-${r}.bin`, payload);
+          }
+          ctx.log(`  ${side}: PUT ${sizeLabel(big)} at ${putSpeed.get(side)!.at(-1)!.toFixed(0)} MiB/s`);
+        }
+      }
+
+      // Many small PUTs at once.
+      const rps = series();
+      const warm = payloads(Math.min(many, 20), manySize);
+      await burst(door, warm, warm.length, 'warm-up', ctx.signal);
+      await pool(warm.length, warm.length, (i) => put(`direct/warm-up/${i}.bin`, warm[i]!), ctx.signal);
+      for (let r = 0; r < ctx.runs; r++) {
+        const sent = payloads(many, manySize);
+        for (const side of rotated([ours, direct], r)) {
+          const start = performance.now();
+          if (side === ours) {
+            const { wallMs, uploads } = await burst(door, sent, many, `many-${r}`, ctx.signal);
+            rps.get(side)!.push(many / (wallMs / 1000));
+            await verifyAll(door, uploads, sent, ctx.signal);
+          } else {
+            await pool(many, many, (i) => put(`direct/many-${r}/${i}.bin`, sent[i]!), ctx.signal);
+            rps.get(side)!.push(many / ((performance.now() - start) / 1000));
+            await pool(many, 8, (i) => checkDirect(`direct/many-${r}/${i}.bin`, sent[i]!), ctx.signal);
+          }
+          ctx.log(`  ${side}: ${many} × ${sizeLabel(manySize)} PUT at ${rps.get(side)!.at(-1)!.toFixed(0)} req/s`);
+        }
+      }
+
+      // The big file whole, then random ranges of it.
+      const getSpeed = series();
+      const rangeRate = series();
+      const random = prng(0x5eed);
+      const offsets = Array.from({ length: ranges }, () => Math.floor(random() * (big - rangeSize + 1)));
+      const agent = new http.Agent({ keepAlive: true, maxSockets: rangeConcurrency });
+      try {
+        for (let r = 0; r < ctx.runs; r++) {
+          for (const side of rotated([ours, direct], r)) {
+            let start = performance.now();
+            const whole = side === ours ? await request(download, 'GET', { sink: 'hash', agent, signal: ctx.signal }) : { status: 200, ...(await drain(await getDirect('direct/big-0.bin'))) };
+            getSpeed.get(side)!.push(mibps(big, performance.now() - start));
+            if (whole.status !== 200 || whole.sha256 !== payload.digest()) throw new VerifyError(`${side}: GET of the big file gave HTTP ${whole.status}, SHA-256 ${whole.sha256}`);
+            start = performance.now();
+            await pool(
+              ranges,
+              rangeConcurrency,
+              async (i, stop) => {
+                const from = offsets[i]!;
+                const range = `bytes=${from}-${from + rangeSize - 1}`;
+                const body = side === ours ? (await request(download, 'GET', { headers: { Range: range }, agent, signal: stop })).body : Buffer.concat(await (await getDirect('direct/big-0.bin', range)).toArray());
+                if (!body.equals(payload.bytes(from, from + rangeSize))) throw new VerifyError(`${side}: Range ${range} gave other bytes than those sent`);
+              },
+              ctx.signal,
+            );
+            rangeRate.get(side)!.push(ranges / ((performance.now() - start) / 1000));
+            ctx.log(`  ${side}: GET at ${getSpeed.get(side)!.at(-1)!.toFixed(0)} MiB/s, ${ranges} Range GETs at ${rangeRate.get(side)!.at(-1)!.toFixed(0)} req/s`);
+          }
+        }
+      } finally {
+        agent.destroy();
+      }
+      const m = (values: Map<string, number[]>, label: string) => measured(label, values.get(label)!);
+      return [
+        row(`S3: legacy PUT ${sizeLabel(big)}`, 'MiB/s at answer', 'MiB/s', 'higher', m(putSpeed, ours), m(putSpeed, direct), 'ours receives, fsyncs, then uploads to S3'),
+        row(`S3: ${many} × ${sizeLabel(manySize)} PUT, ${many} in flight`, 'requests/s', 'req/s', 'higher', m(rps, ours), m(rps, direct)),
+        row(`S3: GET ${sizeLabel(big)}`, 'MiB/s', 'MiB/s', 'higher', m(getSpeed, ours), m(getSpeed, direct)),
+        row(`S3: ${ranges} × ${sizeLabel(rangeSize)} Range GET, ${rangeConcurrency} in flight`, 'requests/s', 'req/s', 'higher', m(rangeRate, ours), m(rangeRate, direct)),
+      ];
+    } finally {
+      for (const stop of stops.reverse()) await stop();
+    }
+  },
+};
+
+export const SCENARIOS: readonly Scenario[] = [putBig, tusSingle, tusChunked, putMany, getBig, rangeGets, memory, workSmall, workLarge, s3Backend];

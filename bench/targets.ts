@@ -180,6 +180,8 @@ export interface OursOptions {
   maxUploadSize: number;
   /** AES + deduplication + ClamAV scanning through this clamd socket; features off without it. */
   clamdSocket?: string;
+  /** StorageBackend = "s3" and the S3 keys: committed files in a bucket, not on disk. */
+  s3?: Record<string, string | boolean>;
 }
 
 /** Config keys the bench sets beyond Secret, ListenIP/Port and the folders, and why (README, "Performance"). */
@@ -202,6 +204,8 @@ export interface OursTarget {
   kind: 'ours';
   url: string;
   features: boolean;
+  /** Committed files are on disk as the plaintext (no encryption, not in S3): verified by reading them. */
+  plaintextOnDisk: boolean;
   storeDir: string;
   pids(): number[];
   /** Path and query of a v2-signed legacy PUT for slotPath. */
@@ -238,6 +242,7 @@ export async function startOurs(build: Build, parent: string, options: OursOptio
       MaxUploadSize: Math.max(options.maxUploadSize, 1),
       ...BENCH_CONFIG,
       ...(features ? { AESEnabled: true, DeduplicationEnabled: true, ClamAVEnabled: true, ClamAVSocket: options.clamdSocket!, ...FEATURES_CONFIG } : {}),
+      ...options.s3,
     }),
   );
   const child = spawnChild('hmac-file-server', process.execPath, [build.serverMain, '--config', configFile], dir, logFile);
@@ -253,6 +258,7 @@ export async function startOurs(build: Build, parent: string, options: OursOptio
     kind: 'ours',
     url: `http://127.0.0.1:${port}`,
     features,
+    plaintextOnDisk: !features && options.s3 === undefined,
     storeDir,
     pids: () => [child.pid],
     legacyPath: (slotPath, size, contentType = 'application/octet-stream') =>
