@@ -110,6 +110,7 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
         stallMs: deps.stallMs,
         onChunk: (chunk) => digest.update(chunk),
         transforms: cipherFor(encryption?.key, encryption?.stored, 0),
+        durable: files.durableStaging,
       });
     } finally {
       release();

@@ -127,8 +127,11 @@ describe('object storage (StorageBackend = "s3", Ceph radosgw)', function () {
   it('keeps MaxVersions earlier versions as objects, serves one by id, and deletes what is pruned', () =>
     withServer({ EnableVersioning: true, MaxVersions: 2 }, async (server, bucket) => {
       const bodies = [1, 2, 3, 4].map((n) => Buffer.from(`version ${n} `.repeat(1000)));
-      for (const body of bodies) assert.equal((await signedPut(server, 'v.txt', body)).status, 201);
-      assert.deepEqual((await rawRequest(server.url, 'GET', '/upload/v.txt')).body, bodies[3]);
+      for (const body of bodies) {
+        assert.equal((await signedPut(server, 'v.txt', body)).status, 201);
+        // Each replacement is served at once by the instance that made it.
+        assert.deepEqual((await rawRequest(server.url, 'GET', '/upload/v.txt')).body, body);
+      }
       const list = await rawRequest(server.url, 'GET', `/upload/v.txt?versions=${hmacHex(TEST_SECRET, versionsMessage('v.txt'))}`);
       const versions = JSON.parse(list.body.toString()) as { id: string; size: number }[];
       assert.equal(versions.length, 2);
@@ -139,6 +142,29 @@ describe('object storage (StorageBackend = "s3", Ceph radosgw)', function () {
       assert.equal((await bucket.keys('versions/')).length, 2);
       assert.equal((await bucket.keys('data/')).length, 3, 'the current file and two versions; the first is gone');
     }));
+
+  it("sees another instance's replacement within 2 s (the whole earlier file until then) and its removal at once", async () => {
+    const bucket = await createBucket(s3);
+    const config = { ...bucket.config, EnableVersioning: true, DeleteSecret: 'delete-me' };
+    const a = await startTestServer(config);
+    const b = await startTestServer(config);
+    try {
+      const [one, two] = [Buffer.from('one '.repeat(5000)), Buffer.from('two '.repeat(6000))];
+      assert.equal((await signedPut(a, 'shared.txt', one)).status, 201);
+      assert.deepEqual((await rawRequest(a.url, 'GET', '/upload/shared.txt')).body, one);
+      assert.equal((await signedPut(b, 'shared.txt', two)).status, 201);
+      const soon = (await rawRequest(a.url, 'GET', '/upload/shared.txt')).body;
+      assert.ok(soon.equals(one) || soon.equals(two), 'a whole file, the earlier or the new one');
+      await new Promise((r) => setTimeout(r, 2100));
+      assert.deepEqual((await rawRequest(a.url, 'GET', '/upload/shared.txt')).body, two);
+      const token = hmacHex(TEST_SECRET, 'shared.txt\0delete-me');
+      assert.equal((await rawRequest(b.url, 'DELETE', `/upload/shared.txt?token=${token}`)).status, 204);
+      assert.equal((await rawRequest(a.url, 'GET', '/upload/shared.txt')).status, 404);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+      bucket.dispose();
+    }
+  });
 
   it('expires files and versions by deleting their objects', () =>
     withServer({ FileTTL: '1h', EnableVersioning: true }, async (server, bucket) => {

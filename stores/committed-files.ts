@@ -118,6 +118,7 @@ export async function openStored(dataPath: string, meta: Readonly<FileMetadata>,
 /** One tenant's committed files under StoreDir (stores/file-layout.ts). */
 export class FsCommittedFiles implements CommittedFiles {
   readonly prefix: string;
+  readonly durableStaging = true;
   private readonly release: ReleaseBlob | undefined;
   private readonly cache: MetadataCache;
 

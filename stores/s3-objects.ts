@@ -31,6 +31,7 @@ const MAX_PARTS = 10_000;
 /** Parts in flight per file: enough to fill a link, each read from the staged file, never buffered. */
 const PARTS_AT_ONCE = 4;
 const DELETE_BATCH = 1000;
+const MAX_SOCKETS = 1024;
 
 function statusOf(err: unknown): number | undefined {
   return (err as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
@@ -72,7 +73,9 @@ export class S3Objects {
       // (radosgw, older MinIO); checksums only where S3 requires them.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
-      requestHandler: { connectionTimeout: tuning.connectTimeoutMs ?? 5000, requestTimeout: 60_000 },
+      // A download holds its connection for as long as its client reads: the SDK's 50 would make the 51st
+      // download wait for one of them to finish.
+      requestHandler: { connectionTimeout: tuning.connectTimeoutMs ?? 5000, requestTimeout: 60_000, httpAgent: { maxSockets: MAX_SOCKETS }, httpsAgent: { maxSockets: MAX_SOCKETS } },
       // The SDK's own notes (a streamed body it will not retry) go to the debug log, not to the console.
       logger: { debug: () => undefined, info: () => undefined, warn: (...args: unknown[]) => logger.debug('s3.sdk', { note: args.map(String).join(' ') }), error: (...args: unknown[]) => logger.debug('s3.sdk', { note: args.map(String).join(' ') }) },
     });

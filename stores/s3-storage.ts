@@ -20,6 +20,38 @@ import type { S3Objects } from './s3-objects.js';
 import type { BlobInfo, Blobs, CommittedFiles, FilesOptions, OpenFile, ReadPolicy, ReleaseBlob, Storage, StoredRecord, VersionInfo } from './storage.js';
 import { isVersionId, newVersionId } from './versions.js';
 
+/**
+ * How long metadata read for a download is used again without asking S3. This process forgets an entry at
+ * once on its own changes; another instance's replacement of a file is seen within this time (its bytes are
+ * never overwritten, so until then the whole earlier file is served, never a mix), its removal at once (the
+ * bytes are gone and the metadata is asked again).
+ */
+const RECENT_MS = 2000;
+const RECENT_MAX = 4096;
+
+/** Metadata of recently served files: saves a Range GET one of its two trips to S3. */
+class RecentMetadata {
+  private readonly entries = new Map<string, { meta: FileMetadata; until: number }>();
+
+  get(key: string): FileMetadata | undefined {
+    const entry = this.entries.get(key);
+    if (entry && entry.until > Date.now()) return entry.meta;
+    this.entries.delete(key);
+    return undefined;
+  }
+
+  set(key: string, meta: FileMetadata): void {
+    this.entries.delete(key);
+    this.entries.set(key, { meta, until: Date.now() + RECENT_MS });
+    // Oldest first in a Map: the first key is the one to drop.
+    if (this.entries.size > RECENT_MAX) this.entries.delete(this.entries.keys().next().value!);
+  }
+
+  forget(key: string): void {
+    this.entries.delete(key);
+  }
+}
+
 const metaKey = (h: string) => `meta/${h}.json`;
 const versionKey = (h: string, id: string) => `versions/${h}/${id}.json`;
 const blobKey = (sha: string) => `blobs/${sha}`;
@@ -41,7 +73,7 @@ async function dropBytes(objects: S3Objects, meta: FileMetadata, release: Releas
 }
 
 /** Plaintext from a stored object; the key is checked at once, the size when the object answers. */
-function openObject(objects: S3Objects, meta: FileMetadata, policy: ReadPolicy, what: string, recordKey: string): OpenFile {
+function openObject(objects: S3Objects, meta: FileMetadata, policy: ReadPolicy, what: string, recordKey: string, recent?: RecentMetadata): OpenFile {
   const key = meta.encryption ? keyOf(policy.keys, meta.encryption, what) : undefined;
   const verify = meta.encryption !== undefined || policy.verifyPlaintext;
   return {
@@ -49,6 +81,7 @@ function openObject(objects: S3Objects, meta: FileMetadata, policy: ReadPolicy, 
     stream: async (start, end): Promise<Readable> => {
       const got = meta.object ? await objects.getRange(meta.object, start, end) : undefined;
       if (!got) {
+        recent?.forget(recordKey);
         // Removed between its metadata and its bytes: gone, as a GET a moment later would find it.
         if (!(await objects.exists(recordKey))) throw httpError('E_NOT_FOUND');
         throw httpError('E_INTEGRITY', { cause: new Error(`${what}: object ${meta.object ?? '(none recorded)'} is missing`) });
@@ -67,6 +100,7 @@ function openObject(objects: S3Objects, meta: FileMetadata, policy: ReadPolicy, 
 
 class S3CommittedFiles implements CommittedFiles {
   readonly prefix: string;
+  readonly durableStaging = false;
   private readonly release: ReleaseBlob | undefined;
 
   constructor(
@@ -74,6 +108,7 @@ class S3CommittedFiles implements CommittedFiles {
     private readonly layout: FileLayout,
     private readonly policy: ReadPolicy,
     private readonly lock: PathLock,
+    private readonly recent: RecentMetadata,
     options: FilesOptions,
   ) {
     this.prefix = layout.prefix;
@@ -90,12 +125,17 @@ class S3CommittedFiles implements CommittedFiles {
 
   async open(slotPath: string): Promise<OpenFile | undefined> {
     const key = metaKey(this.h(slotPath));
-    const meta = await readMeta(this.objects, key);
-    return meta ? openObject(this.objects, meta, this.policy, slotPath, key) : undefined;
+    let meta = this.recent.get(key);
+    if (!meta) {
+      meta = await readMeta(this.objects, key);
+      if (meta) this.recent.set(key, meta);
+    }
+    return meta ? openObject(this.objects, meta, this.policy, slotPath, key, this.recent) : undefined;
   }
 
   async remove(slotPath: string): Promise<boolean> {
     const key = metaKey(this.h(slotPath));
+    this.recent.forget(key);
     const meta = await readMeta(this.objects, key);
     if (!meta) return false;
     await this.objects.delete([key]);
@@ -112,6 +152,7 @@ class S3CommittedFiles implements CommittedFiles {
       await this.lock(`place:${this.prefix}/${meta.path}`, async () => {
         if (await this.objects.exists(metaKey(h))) throw httpError('E_EXISTS');
         await this.objects.putJson(metaKey(h), { ...meta, object });
+        this.recent.forget(metaKey(h));
       });
     } catch (err) {
       if (!meta.blob) await this.objects.delete([object]).catch(() => undefined);
@@ -125,6 +166,7 @@ class S3CommittedFiles implements CommittedFiles {
     if (!meta) return undefined;
     const id = newVersionId(meta.createdAt);
     await this.objects.putJson(versionKey(h, id), meta);
+    this.recent.forget(metaKey(h));
     await this.objects.delete([metaKey(h)]);
     return id;
   }
@@ -134,6 +176,7 @@ class S3CommittedFiles implements CommittedFiles {
     const meta = await readMeta(this.objects, versionKey(h, id));
     if (!meta) return;
     await this.objects.putJson(metaKey(h), meta);
+    this.recent.forget(metaKey(h));
     await this.objects.delete([versionKey(h, id)]);
   }
 
@@ -217,9 +260,11 @@ class S3Blobs implements Blobs {
  * conditional on every engine.
  */
 export function s3Storage(objects: S3Objects, pathLock: PathLock): Storage {
+  // One for every tenant: whatever removes or replaces a file drops it where downloads look.
+  const recent = new RecentMetadata();
   return {
     kind: 's3',
-    files: (layout, policy, options = {}) => new S3CommittedFiles(objects, layout, policy, pathLock, options),
+    files: (layout, policy, options = {}) => new S3CommittedFiles(objects, layout, policy, pathLock, recent, options),
     blobs: (lock) => new S3Blobs(objects, lock),
     async *records(): AsyncGenerator<StoredRecord> {
       for await (const key of objects.list('meta/')) {

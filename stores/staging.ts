@@ -27,6 +27,8 @@ export interface ReceiveOptions {
   highWaterMark?: number;
   /** UploadStallTimeout: a body that does not move for this long is cut (0 = never). */
   stallMs?: number;
+  /** fsync before the end (default): the staged file is what the commit links into place. */
+  durable?: boolean;
 }
 
 /**
@@ -46,7 +48,7 @@ export async function receiveToStaging(source: Readable, options: ReceiveOptions
   });
   // durable: the data is fsynced before the pipeline ends, so a commit never links a file whose bytes are
   // still only in the page cache.
-  const sink = fileSink(options.stagingPath, { flags: 'wx', mode: 0o600, durable: true, highWaterMark: options.highWaterMark });
+  const sink = fileSink(options.stagingPath, { flags: 'wx', mode: 0o600, durable: options.durable ?? true, highWaterMark: options.highWaterMark });
   let sinkError: unknown;
   sink.once('error', (err) => (sinkError ??= err));
   // The client hung up or timed out: the request ends without its last bytes.

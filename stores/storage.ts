@@ -47,6 +47,11 @@ export interface VersionInfo {
 /** One tenant's committed files: what downloads read, DELETEs remove and the commit path writes. */
 export interface CommittedFiles {
   readonly prefix: string;
+  /**
+   * Whether a staged file must be on disk before its commit: it must when the commit links it into place
+   * (the file system); not when the commit copies it to where it is kept (S3) and then removes it.
+   */
+  readonly durableStaging: boolean;
   exists(slotPath: string): Promise<boolean>;
   /** The committed file at slotPath, or undefined (absent, or its commit has not finished). The caller must stream or close it. */
   open(slotPath: string): Promise<OpenFile | undefined>;
