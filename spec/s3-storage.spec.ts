@@ -202,6 +202,39 @@ describe('object storage (StorageBackend = "s3", Ceph radosgw)', function () {
       assert.equal((await fetch(readyz)).status, 200);
     }));
 
+  it('answers 503 when S3 goes away in the middle of a multipart upload, and nothing of the file becomes visible', () =>
+    withServer({ MaxUploadSize: '128MiB' }, async (server, bucket) => {
+      const data = randomBytes(60 * MiB);
+      let cut: string | undefined;
+      // The commit's multipart upload takes a fraction of a second here: try again should it finish first.
+      for (let attempt = 0; attempt < 3 && cut === undefined; attempt++) {
+        const slot = `cut-${attempt}.bin`;
+        let answered = false;
+        const put = signedPut(server, slot, data).finally(() => (answered = true));
+        while (!answered && (await bucket.multipartUploads()) === 0) await new Promise((r) => setTimeout(r, 5));
+        if (answered) {
+          assert.equal((await put).status, 201);
+          continue;
+        }
+        await s3.gateway.stop();
+        try {
+          const answer = await put;
+          assert.equal(answer.status, 503);
+          assert.equal(answer.headers['retry-after'], '10');
+          cut = slot;
+        } finally {
+          await s3.gateway.start();
+        }
+      }
+      assert.ok(cut, 'S3 was never stopped during a multipart upload');
+      assert.equal((await rawRequest(server.url, 'GET', `/upload/${cut}`)).status, 404);
+      assert.equal((await rawRequest(server.url, 'HEAD', `/upload/${cut}`)).status, 404);
+      assert.ok(!(await bucket.keys('meta/')).some((k) => k.includes(cut)), 'no metadata for the cut upload');
+      assert.deepEqual(await filesBelow(path.join(server.storeDir, '.hmac', 'staging')), []);
+      assert.equal((await signedPut(server, cut, data)).status, 201, 'the same PUT again once S3 is back');
+      assert.equal(sha256((await rawRequest(server.url, 'GET', `/upload/${cut}`)).body), sha256(data));
+    }));
+
   it('commits tus uploads to S3, and keeps one whose last PATCH met S3 down until a HEAD commits it', () =>
     withServer({}, async (server, bucket) => {
       const grant = await grantFor(server);
@@ -214,9 +247,13 @@ describe('object storage (StorageBackend = "s3", Ceph radosgw)', function () {
       const created = await rawRequest(server.url, 'POST', '/files/', { ...tusHeaders, 'Upload-Length': late.length, 'Upload-Metadata': `filename ${Buffer.from('late.bin').toString('base64')}` });
       assert.equal(created.status, 201);
       const location = new URL(created.headers.location!).pathname;
+      const half = late.length / 2;
+      const first = await rawRequest(server.url, 'PATCH', location, { ...tusHeaders, 'Upload-Offset': 0, 'Content-Type': 'application/offset+octet-stream' }, late.subarray(0, half));
+      assert.equal(first.status, 204);
+      // S3 goes away in the middle of the upload: the bytes still arrive, the commit cannot happen.
       await s3.gateway.stop();
       try {
-        const patch = await rawRequest(server.url, 'PATCH', location, { ...tusHeaders, 'Upload-Offset': 0, 'Content-Type': 'application/offset+octet-stream' }, late);
+        const patch = await rawRequest(server.url, 'PATCH', location, { ...tusHeaders, 'Upload-Offset': half, 'Content-Type': 'application/offset+octet-stream' }, late.subarray(half));
         assert.equal(patch.status, 503);
         assert.equal((await rawRequest(server.url, 'HEAD', location, tusHeaders)).status, 503);
       } finally {

@@ -8,7 +8,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { CreateBucketCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { ensureDebianPackages } from './debian-packages.js';
 import { freePort, restartable, startDaemon, type Daemon, type Restartable } from './local-daemon.js';
 
@@ -158,6 +158,8 @@ export interface TestBucket {
   /** Every key below prefix. */
   keys(prefix?: string): Promise<string[]>;
   object(key: string): Promise<Buffer>;
+  /** Multipart uploads begun and neither completed nor aborted. */
+  multipartUploads(): Promise<number>;
   /** The object's ETag (a multipart object's ends in -<parts>). */
   etag(key: string): Promise<string>;
   dispose(): void;
@@ -192,6 +194,7 @@ export async function createBucket(s3: RunningS3): Promise<TestBucket> {
       return keys.sort();
     },
     object: async (key) => Buffer.from(await (await client.send(new GetObjectCommand({ Bucket: name, Key: key }))).Body!.transformToByteArray()),
+    multipartUploads: async () => ((await client.send(new ListMultipartUploadsCommand({ Bucket: name }))).Uploads ?? []).length,
     etag: async (key) => (await client.send(new HeadObjectCommand({ Bucket: name, Key: key }))).ETag ?? '',
     dispose: () => client.destroy(),
   };
