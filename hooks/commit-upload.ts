@@ -4,6 +4,8 @@ import { rm } from 'node:fs/promises';
 import type { Logger } from '../server/logger.js';
 import type { FileMetadata, StoredEncryption } from '../stores/file-metadata.js';
 import type { CommittedFiles } from '../stores/storage.js';
+import { HttpError } from '../server/errors.js';
+import type { AuditLog } from '../server/audit-log.js';
 import { checkExtension } from './extension-check.js';
 import type { Dedup } from './dedup.js';
 import { createPathLock, type PathLock } from './path-lock.js';
@@ -39,6 +41,8 @@ export interface CommitDeps {
   counters?: CommitCounters;
   /** One commit at a time per path (versioning); across instances when they share Redis. */
   pathLock?: PathLock;
+  /** AuditLogFile: told of every commit and every infected upload. */
+  audit?: AuditLog;
   now?: () => Date;
 }
 
@@ -75,7 +79,15 @@ export function createCommitUpload(deps: CommitDeps): CommitUpload {
   return async function commitUpload(files, upload) {
     try {
       checkExtension(deps.allowedExtensions, upload.path);
-      await deps.scan?.(upload);
+      // via is the door and the signature scheme ("legacy:v2"; "tus").
+      const [door = upload.via, scheme] = upload.via.split(':');
+      const audited = { tenant: files.prefix, path: upload.path, size: upload.size, door, ...(scheme !== undefined ? { scheme } : {}), client: upload.client, ...(upload.sha256 !== undefined ? { sha256: upload.sha256 } : {}), ...(upload.owner !== undefined ? { user: upload.owner } : {}) };
+      try {
+        await deps.scan?.(upload);
+      } catch (err) {
+        if (err instanceof HttpError && err.code === 'E_INFECTED') deps.audit?.record({ action: 'infected', ...audited });
+        throw err;
+      }
       // With dedup the bytes placed are the blob's (perhaps another upload's, under its own IV).
       const adopted = await deps.dedup?.adopt(upload);
       const encryption = adopted ? adopted.encryption : upload.encryption;
@@ -98,6 +110,7 @@ export function createCommitUpload(deps: CommitDeps): CommitUpload {
         throw err;
       }
       deps.logger.info('upload.committed', { path: upload.path, size: upload.size, via: upload.via, client: upload.client, ...(adopted ? { blob: adopted.blob.sha } : {}) });
+      deps.audit?.record({ action: 'commit', ...audited });
       return meta;
     } finally {
       if (!upload.keepStaging) await rm(upload.stagingPath, { force: true });

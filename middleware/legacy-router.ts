@@ -11,6 +11,7 @@ import type { Tenant } from '../server/tenants.js';
 import type { CommitUpload } from '../hooks/commit-upload.js';
 import { checkExtension } from '../hooks/extension-check.js';
 import type { CommittedFiles } from '../stores/storage.js';
+import { deletion, type AuditLog } from '../server/audit-log.js';
 import type { FileLayout } from '../stores/file-layout.js';
 import { slotPathOf } from './legacy-door.js';
 import { note } from './request-notes.js';
@@ -44,6 +45,8 @@ export interface LegacyRouterDeps {
   admission: Admission;
   /** EnableVersioning: a PUT to a taken path keeps the old file as a version instead of a 409. */
   versioning: boolean;
+  /** AuditLogFile: told of every deletion. */
+  audit?: AuditLog;
   now?: () => Date;
 }
 
@@ -168,9 +171,11 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
     if (typeof token !== 'string' || !macMatchesAny(token, tenant.secrets, `${path}\0${deps.deleteSecret}`)) {
       throw authFailed(req, 'mac_invalid', 'E_MAC_INVALID');
     }
-    if (!(await files.remove(path))) throw httpError('E_NOT_FOUND');
+    const removed = await files.remove(path);
+    if (!removed) throw httpError('E_NOT_FOUND');
     await files.removeAllVersions(path);
     logger.info('upload.deleted', { path, client: clientIp(req) });
+    deps.audit?.record(deletion(files.prefix, removed, 'legacy', clientIp(req)));
     res.status(204).end();
   };
 

@@ -14,6 +14,7 @@ import type { Logger } from '../server/logger.js';
 import { clientIp, logRefusal, requestPath } from './request-info.js';
 import { COMMITTED_KEY, CONCAT_KEY, OWNER_KEY, PARTIAL_KEY, TARGET_KEY } from '../hooks/tus-hooks.js';
 import type { CommittedFiles } from '../stores/storage.js';
+import { deletion, type AuditLog } from '../server/audit-log.js';
 import { isWaitingFinal, type Concatenations } from '../hooks/tus-concat.js';
 import { CHECKSUM_ALGORITHMS, UPLOAD_ID, clientMetadata, parseChecksum, type CountingFileStore, type ExpectedChecksum } from '../stores/tus-store.js';
 import { sendDownload } from './download.js';
@@ -30,6 +31,8 @@ export const TUS_VERSION = '1.0.0';
 const OVERRIDABLE = new Set(['PATCH', 'DELETE', 'HEAD', 'GET', 'OPTIONS']);
 
 export interface TusRouterDeps {
+  /** AuditLogFile: told of every deletion. */
+  audit?: AuditLog;
   tus: TusServer;
   store: CountingFileStore;
   files: CommittedFiles;
@@ -154,9 +157,10 @@ export function tusRouter(deps: TusRouterDeps): Router {
       if (!record) throw httpError('E_NOT_FOUND');
       const target = record.metadata?.[TARGET_KEY];
       if (record.metadata?.[COMMITTED_KEY] && target) {
-        await deps.files.remove(target);
+        const removed = await deps.files.remove(target);
         await deps.files.removeAllVersions(target);
         deps.logger.info('upload.deleted', { path: target, via: 'tus', client: clientIp(req) });
+        if (removed) deps.audit?.record(deletion(deps.files.prefix, removed, 'tus', clientIp(req)));
       }
       await deps.store.remove(id).catch(() => deps.store.configstore.delete(id));
     } finally {

@@ -27,6 +27,7 @@ import type { FileLayout } from '../stores/file-layout.js';
 import type { KeyRing } from '../stores/key-ring.js';
 import type { ScanGate } from '../hooks/scan.js';
 import type { Dedup } from '../hooks/dedup.js';
+import type { AuditLog } from './audit-log.js';
 
 export interface TenantStore {
   tenant: Tenant;
@@ -56,6 +57,8 @@ export interface AppDeps {
   webDir: string;
   /** The tus locker and the commit path's locks: in memory, or over Redis for several instances. */
   locks: Locks;
+  /** AuditLogFile: commits, deletions and infected uploads. */
+  audit?: AuditLog;
 }
 
 export interface App {
@@ -66,7 +69,7 @@ export interface App {
   tus?: TusDoor;
 }
 
-export function createApp({ config, logger, tenants, keys, files, scan, dedup, cap, guards, metrics, webDir, locks }: AppDeps): App {
+export function createApp({ config, logger, tenants, keys, files, scan, dedup, cap, guards, metrics, webDir, locks, audit }: AppDeps): App {
   const app = express();
   app.disable('x-powered-by');
   app.set('case sensitive routing', true);
@@ -90,6 +93,7 @@ export function createApp({ config, logger, tenants, keys, files, scan, dedup, c
     ...(config.EnableVersioning ? { maxVersions: config.MaxVersions } : {}),
     ...(dedup ? { dedup } : {}),
     pathLock: locks.paths,
+    ...(audit ? { audit } : {}),
   });
 
   app.use(requestLog(logger, metrics));
@@ -122,6 +126,7 @@ export function createApp({ config, logger, tenants, keys, files, scan, dedup, c
       admission: guards.admission,
       publicUrl: publicUrl(config.PublicURL),
       locks,
+      ...(audit ? { audit } : {}),
     });
     app.use(config.TusPath.slice(0, -1), tus.router);
   }
@@ -144,6 +149,7 @@ export function createApp({ config, logger, tenants, keys, files, scan, dedup, c
           stallMs: config.UploadStallTimeout,
           admission: guards.admission,
           versioning: config.EnableVersioning,
+          ...(audit ? { audit } : {}),
         }),
       })),
     ),

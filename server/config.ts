@@ -25,7 +25,7 @@ export interface LoadedConfig {
 /** The Secret of the shipped config.toml: fine for a first run on loopback, never for production. */
 export const EXAMPLE_SECRET = 'change-me-to-a-long-random-secret';
 
-const PATH_KEYS = ['StoreDir', 'LogFile', 'UnixSocketPath', 'CertDir', 'ACMECAFile'] as const satisfies readonly ConfigKey[];
+const PATH_KEYS = ['StoreDir', 'LogFile', 'AuditLogFile', 'UnixSocketPath', 'CertDir', 'ACMECAFile'] as const satisfies readonly ConfigKey[];
 
 /** Addresses only this machine can reach: there a guessable secret opens nothing to the network. */
 const isLoopback = addressMatcher(['127.0.0.0/8', '::1/128']);

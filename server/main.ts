@@ -168,6 +168,12 @@ async function serve(args: string[]): Promise<void> {
   const reload = () => {
     reopenLogFile(logger);
     if (!running) return void (reloadWhenStarted = true);
+    try {
+      running.audit?.reopen();
+      if (running.audit) logger.info('audit.reopened', { file: config.AuditLogFile });
+    } catch (err) {
+      logger.error('audit.reopen_failed', { file: config.AuditLogFile, cause: (err as NodeJS.ErrnoException).code ?? String(err) });
+    }
     void running.guards.reloadLists();
     // EnableTLS: read the certificates again (certbot's deploy hook can send SIGHUP after a renewal).
     void running.tls?.reload();

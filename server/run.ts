@@ -26,6 +26,7 @@ import { memoryLocks, redisLocks, type Locks } from './locks.js';
 import { RedisLeases } from './redis-locks.js';
 import type { Redis } from 'ioredis';
 import { createGuards, type Guards } from './guards.js';
+import { openAuditLog, type AuditLog } from './audit-log.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { startMetricsListener, storeWritable } from './metrics-listener.js';
 import { addressMatcher } from './address-list.js';
@@ -51,6 +52,8 @@ export interface RunningServer extends Listener {
   acme?: AcmeManager;
   /** MetricsEnabled: http://ListenIPMetrics:MetricsPort, serving /metrics, /healthz and /readyz. */
   metricsAddress?: string;
+  /** AuditLogFile: reopen() after logrotate renamed it (SIGHUP). */
+  audit?: AuditLog;
   metrics?: Metrics;
 }
 
@@ -148,6 +151,8 @@ export async function startServer(config: Config, logger: Logger, options: Start
     }),
   );
   const keys = keyRingFrom(config);
+  // Opened early: a file that cannot be opened stops the start with its reason, as a wrong LogFile does.
+  const audit = config.AuditLogFile ? openAuditLog(config.AuditLogFile, logger) : undefined;
   // prom-client (and the OpenTelemetry API it pulls in) only with MetricsEnabled: an unscraped server has no use for it.
   const prom = config.MetricsEnabled ? await import('prom-client') : undefined;
   const metrics = prom ? createMetrics(prom, new prom.Registry(), { defaultTenant: config.UploadSubDir, instanceId: instanceIdOf(config) }) : undefined;
@@ -178,7 +183,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
   const files = new Map(tenants.map(({ tenant, layout }) => [tenant.prefix, storage.files(layout, readPolicy, { ...(release ? { release } : {}), cache: metadataCache })]));
   // dist/web beside dist/server when compiled; the same dist/web when run from the sources (tests, tsx).
   const webDir = fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../web/' : '../dist/web/', import.meta.url));
-  const { app, tus, commits } = createApp({ config, logger, tenants, keys, files, cap, guards, webDir, locks, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}), ...(metrics ? { metrics } : {}) });
+  const { app, tus, commits } = createApp({ config, logger, tenants, keys, files, cap, ...(audit ? { audit } : {}), guards, webDir, locks, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}), ...(metrics ? { metrics } : {}) });
   // Staging files that outlived ReadTimeout belong to no request any more (a crash, a kill): sweep them now
   // and then every hour.
   const stagingAge = config.ReadTimeout > 0 ? config.ReadTimeout : 24 * 3_600_000;
@@ -195,6 +200,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
     fileTtlMs: config.FileTTL,
     logger,
     counters: expiryCounters,
+    ...(audit ? { audit } : {}),
   };
   // Several instances on one StoreDir: one of them sweeps at a time.
   const expire = async (now?: number) => {
@@ -268,6 +274,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
     expiry: { sweep: expire, counters: expiryCounters },
     guards,
     ...(operators ? { metricsAddress: operators.address } : {}),
+    ...(audit ? { audit } : {}),
     ...(metrics ? { metrics } : {}),
     ...(tls ? { tls } : {}),
     ...(acme ? { acme } : {}),
@@ -284,6 +291,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
       await deduplication?.close();
       locks.close();
       storage.close();
+      await audit?.close();
       redis?.disconnect();
     },
   };

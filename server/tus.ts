@@ -19,6 +19,7 @@ import { tusRouter } from '../middleware/tus-router.js';
 import { ietfUploads } from '../middleware/ietf-upload.js';
 import { grantKey, type Grant } from '../middleware/upload-grant.js';
 import type { CommittedFiles } from '../stores/storage.js';
+import type { AuditLog } from './audit-log.js';
 import type { FileLayout } from '../stores/file-layout.js';
 import type { KeyRing } from '../stores/key-ring.js';
 import { CountingFileStore, newTusCounters, sweepTusUploads, type ExpectedChecksum, type TusCounters } from '../stores/tus-store.js';
@@ -45,6 +46,8 @@ export interface TusDoorDeps {
   publicUrl: PublicUrl;
   /** The tus locker, and the lease that lets one instance at a time sweep. */
   locks: Locks;
+  /** AuditLogFile: told of every deletion through tus. */
+  audit?: AuditLog;
 }
 
 /**
@@ -78,7 +81,7 @@ async function answerTusError(req: TusRequest, err: unknown, deps: { logger: Log
   return { status_code: error.status, body: `${error.message}\n` };
 }
 
-export function createTusDoor({ config, logger, keys, layout, files, commitUpload, admission, publicUrl, locks }: TusDoorDeps): TusDoor {
+export function createTusDoor({ config, logger, keys, layout, files, commitUpload, admission, publicUrl, locks, audit }: TusDoorDeps): TusDoor {
   const counters = newTusCounters();
   const checksums = new AsyncLocalStorage<ExpectedChecksum>();
   const store = new CountingFileStore(config.StoreDir, {
@@ -160,6 +163,7 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
       admission,
       locker,
       terminated: () => (counters.terminated += 1),
+      ...(audit ? { audit } : {}),
       concatenations,
       publicUrl,
       finish: (req, res, upload) => hooks.onUploadFinish({ runtime: { node: { req, res } } }, upload),

@@ -2,7 +2,7 @@
 // nothing behind, and without a verdict the default is to refuse.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ConfigInput } from '../server/config-schema.js';
 import { EICAR, scanCounter, startClamd, type RunningClamd } from './helpers/clamd.js';
@@ -41,7 +41,7 @@ describe('virus scanning with clamd', function () {
     describe(label, () => {
       let server: TestServer;
       before(async () => {
-        server = await startTestServer({ ...extra, ClamAVEnabled: true, ClamAVSocket: clamd.socketPath });
+        server = await startTestServer({ ...extra, ClamAVEnabled: true, ClamAVSocket: clamd.socketPath, AuditLogFile: 'audit.log' });
       });
       after(() => server.close());
 
@@ -63,6 +63,11 @@ describe('virus scanning with clamd', function () {
         await assertNothingOf(server, before);
         const line = await server.waitForLog(/scan\.infected/);
         assert.match(line ?? '', /^\S+ warn scan\.infected client=127\.0\.0\.1 signature=Eicar-Test-Body\.UNOFFICIAL path=bad\/eicar\.txt$/);
+        const audit = (await readFile(path.join(server.storeDir, 'audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+        assert.deepEqual(
+          audit.filter((l) => l.action === 'infected').map((l) => [l.path, l.door, l.client, l.size]),
+          [['bad/eicar.txt', 'legacy', '127.0.0.1', EICAR.length]],
+        );
       });
 
       it('refuses a file with EICAR inside through tus and keeps nothing of it', async () => {

@@ -160,16 +160,16 @@ export class FsCommittedFiles implements CommittedFiles {
     }
   }
 
-  async remove(slotPath: string): Promise<boolean> {
+  async remove(slotPath: string): Promise<FileMetadata | undefined> {
     const metaPath = this.layout.metaPath(slotPath);
     this.cache.forget(metaPath);
     const meta = await readMetadata(metaPath);
-    if (!meta) return false;
+    if (!meta) return undefined;
     await removeMetadata(metaPath);
     this.cache.forget(metaPath);
     await rm(this.layout.dataPath(slotPath), { force: true });
     if (meta.blob && this.release) await this.release(meta.blob);
-    return true;
+    return meta;
   }
 
   async place(from: string, meta: FileMetadata): Promise<void> {

@@ -2,6 +2,7 @@
 // a Prosody file-share token), whichever comes first. The sweep walks the metadata, so it needs no state of
 // its own and picks up where it left off after a restart; a file still being committed has no metadata yet
 // and is never touched.
+import { deletion, type AuditLog } from '../server/audit-log.js';
 import type { Logger } from '../server/logger.js';
 import type { FileMetadata } from './file-metadata.js';
 import type { CommittedFiles, ReleaseBlob, StoredRecord } from './storage.js';
@@ -22,6 +23,8 @@ export interface ExpiryDeps {
   logger: Logger;
   counters: ExpiryCounters;
   release?: ReleaseBlob;
+  /** AuditLogFile: told of every expiry. */
+  audit?: AuditLog;
 }
 
 function isExpired(meta: FileMetadata, fileTtlMs: number, now: number): boolean {
@@ -36,17 +39,19 @@ export async function sweepExpired(deps: ExpiryDeps, now = Date.now()): Promise<
   try {
     for await (const { meta, version } of deps.records()) {
       if (!isExpired(meta, deps.fileTtlMs, now)) continue;
-      const where = `${meta.prefix ?? deps.defaultPrefix}/${meta.path}`;
+      const tenant = meta.prefix ?? deps.defaultPrefix;
+      const where = `${tenant}/${meta.path}`;
       try {
         if (version) {
           await version.remove(deps.release);
         } else {
-          const files = deps.files.get(meta.prefix ?? deps.defaultPrefix);
+          const files = deps.files.get(tenant);
           if (!files || !(await files.remove(meta.path))) continue;
         }
         removed += 1;
         deps.counters.deletions += 1;
         deps.logger.info('file.expired', { path: where, ...(version ? { version: version.id } : {}) });
+        deps.audit?.record({ ...deletion(tenant, meta, 'sweep', undefined, 'expire'), ...(version ? { version: version.id } : {}) });
       } catch (err) {
         failed({ path: where }, err);
       }

@@ -138,14 +138,22 @@ export class S3Objects {
       const count = Math.ceil(size / partBytes);
       const parts: CompletedPart[] = new Array<CompletedPart>(count);
       let next = 0;
+      let failed = false;
       const worker = async () => {
-        while (next < count) {
+        // After one part failed the upload is lost: the other workers send no more parts.
+        while (next < count && !failed) {
           const index = next++;
           const start = index * partBytes;
           const length = Math.min(partBytes, size - start);
           const body = createReadStream(filePath, { start, end: start + length - 1 });
-          const { ETag } = await this.send(() => this.client.send(new this.sdk.UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId, PartNumber: index + 1, Body: body, ContentLength: length })));
-          parts[index] = { ETag, PartNumber: index + 1 };
+          try {
+            const { ETag } = await this.send(() => this.client.send(new this.sdk.UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId, PartNumber: index + 1, Body: body, ContentLength: length })));
+            parts[index] = { ETag, PartNumber: index + 1 };
+          } catch (err) {
+            failed = true;
+            body.destroy();
+            throw err;
+          }
         }
       };
       await Promise.all(Array.from({ length: Math.min(PARTS_AT_ONCE, count) }, worker));

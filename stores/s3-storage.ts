@@ -133,14 +133,14 @@ class S3CommittedFiles implements CommittedFiles {
     return meta ? openObject(this.objects, meta, this.policy, slotPath, key, this.recent) : undefined;
   }
 
-  async remove(slotPath: string): Promise<boolean> {
+  async remove(slotPath: string): Promise<FileMetadata | undefined> {
     const key = metaKey(this.h(slotPath));
     this.recent.forget(key);
     const meta = await readMeta(this.objects, key);
-    if (!meta) return false;
+    if (!meta) return undefined;
     await this.objects.delete([key]);
     await dropBytes(this.objects, meta, this.release);
-    return true;
+    return meta;
   }
 
   async place(from: string, meta: FileMetadata): Promise<void> {

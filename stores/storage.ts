@@ -55,8 +55,8 @@ export interface CommittedFiles {
   exists(slotPath: string): Promise<boolean>;
   /** The committed file at slotPath, or undefined (absent, or its commit has not finished). The caller must stream or close it. */
   open(slotPath: string): Promise<OpenFile | undefined>;
-  /** Removes the current file; false when there was none. Its metadata goes first, so GETs stop at once. */
-  remove(slotPath: string): Promise<boolean>;
+  /** Removes the current file: its metadata, or undefined when there was none. The metadata goes first, so GETs stop at once. */
+  remove(slotPath: string): Promise<FileMetadata | undefined>;
   /**
    * Makes the staged bytes at from (or, when meta.blob is set, the blob's bytes) the file at meta.path, visible
    * only once all of it is in place; E_EXISTS when the path is taken, and then nothing of this upload stays.

@@ -41,7 +41,14 @@ export async function startTestServer(overrides: Partial<ConfigInput> = {}, opti
   }
   const memory = memoryLogger(config.LogLevel);
   const { logger } = memory;
-  const running = await startServer(config, logger, options);
+  let running: RunningServer;
+  try {
+    running = await startServer(config, logger, options);
+  } catch (err) {
+    logger.close();
+    if (ownStore) await rm(storeDir, { recursive: true, force: true });
+    throw err;
+  }
   return {
     url: running.address,
     uploadUrl: `${running.address}/${config.UploadSubDir}`,
