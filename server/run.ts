@@ -6,7 +6,7 @@ import type { Config } from './config.js';
 import { createHttpServer, listen, type Listener } from './listen.js';
 import type { Logger } from './logger.js';
 import { tenantsOf } from './tenants.js';
-import type { BlobRef } from '../stores/file-metadata.js';
+import type { FileMetadata } from '../stores/file-metadata.js';
 import { FileLayout } from '../stores/file-layout.js';
 import { sweepStaging } from '../stores/staging.js';
 import { fsStorage } from '../stores/fs-storage.js';
@@ -173,14 +173,14 @@ export async function startServer(config: Config, logger: Logger, options: Start
   const storage = await openStorage(config, logger, tenants[0]!.layout, locks, options.s3);
   const deduplication = config.DeduplicationEnabled ? await startDedup(config, logger, tenants[0]!.layout, storage, redis, locks) : undefined;
   const dedup = deduplication?.dedup;
-  const release = dedup ? (blob: BlobRef) => dedup.release(blob) : undefined;
+  const removed = dedup ? async (meta: FileMetadata) => (meta.blob ? dedup.release(meta.blob) : undefined) : undefined;
   const cap = createConnectionCap(config.MaxConnectionsPerIP, addressMatcher(config.TrustedProxies));
   const guards = createGuards({ config, logger, ...(redis ? { redis } : {}), ...(options.configFile !== undefined ? { configFile: options.configFile } : {}) });
   // One reader per tenant and one metadata cache for the process, shared by downloads, the doors' removals and
   // the expiry sweep, so whatever removes a file drops it where downloads look.
   const metadataCache = new MetadataCache();
   const readPolicy = { keys, verifyPlaintext: config.VerifyPlaintextDownloads };
-  const files = new Map(tenants.map(({ tenant, layout }) => [tenant.prefix, storage.files(layout, readPolicy, { ...(release ? { release } : {}), cache: metadataCache })]));
+  const files = new Map(tenants.map(({ tenant, layout }) => [tenant.prefix, storage.files(layout, readPolicy, { ...(removed ? { removed } : {}), cache: metadataCache })]));
   // dist/web beside dist/server when compiled; the same dist/web when run from the sources (tests, tsx).
   const webDir = fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../web/' : '../dist/web/', import.meta.url));
   const { app, tus, commits } = createApp({ config, logger, tenants, keys, files, cap, ...(audit ? { audit } : {}), guards, webDir, locks, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}), ...(metrics ? { metrics } : {}) });
@@ -195,7 +195,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
   const expiryDeps = {
     records: () => storage.records(),
     files,
-    release,
+    removed,
     defaultPrefix: config.UploadSubDir,
     fileTtlMs: config.FileTTL,
     logger,

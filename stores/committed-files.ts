@@ -10,7 +10,7 @@ import { httpError } from '../server/errors.js';
 import { keyOf, plaintextStream } from './at-rest.js';
 import { readMetadata, removeMetadata, type FileMetadata } from './file-metadata.js';
 import { identityOf, MetadataCache } from './metadata-cache.js';
-import type { CommittedFiles, FilesOptions, OpenFile, ReadPolicy, ReleaseBlob, VersionInfo } from './storage.js';
+import type { CommittedFiles, FilesOptions, OnRemoved, OpenFile, ReadPolicy, VersionInfo } from './storage.js';
 import { placeFile } from './place.js';
 import { keepAsVersion, listVersions, pruneVersions, removeAllVersions, restoreVersion, versionMeta } from './versions.js';
 
@@ -119,7 +119,7 @@ export async function openStored(dataPath: string, meta: Readonly<FileMetadata>,
 export class FsCommittedFiles implements CommittedFiles {
   readonly prefix: string;
   readonly durableStaging = true;
-  private readonly release: ReleaseBlob | undefined;
+  private readonly removed: OnRemoved | undefined;
   private readonly cache: MetadataCache;
 
   constructor(
@@ -128,7 +128,7 @@ export class FsCommittedFiles implements CommittedFiles {
     options: FilesOptions = {},
   ) {
     this.prefix = layout.prefix;
-    this.release = options.release;
+    this.removed = options.removed;
     this.cache = options.cache ?? new MetadataCache(0);
   }
 
@@ -168,7 +168,7 @@ export class FsCommittedFiles implements CommittedFiles {
     await removeMetadata(metaPath);
     this.cache.forget(metaPath);
     await rm(this.layout.dataPath(slotPath), { force: true });
-    if (meta.blob && this.release) await this.release(meta.blob);
+    if (this.removed) await this.removed(meta);
     return meta;
   }
 
@@ -193,7 +193,7 @@ export class FsCommittedFiles implements CommittedFiles {
   }
 
   pruneVersions(slotPath: string, max: number): Promise<number> {
-    return pruneVersions(this.layout, slotPath, max, this.release);
+    return pruneVersions(this.layout, slotPath, max, this.removed);
   }
 
   listVersions(slotPath: string): Promise<VersionInfo[]> {
@@ -206,6 +206,6 @@ export class FsCommittedFiles implements CommittedFiles {
   }
 
   removeAllVersions(slotPath: string): Promise<void> {
-    return removeAllVersions(this.layout, slotPath, this.release);
+    return removeAllVersions(this.layout, slotPath, this.removed);
   }
 }

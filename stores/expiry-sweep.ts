@@ -5,7 +5,7 @@
 import { deletion, type AuditLog } from '../server/audit-log.js';
 import type { Logger } from '../server/logger.js';
 import type { FileMetadata } from './file-metadata.js';
-import type { CommittedFiles, ReleaseBlob, StoredRecord } from './storage.js';
+import type { CommittedFiles, OnRemoved, StoredRecord } from './storage.js';
 
 /** file_deletions_total, for the metrics work. */
 export interface ExpiryCounters {
@@ -22,7 +22,7 @@ export interface ExpiryDeps {
   fileTtlMs: number;
   logger: Logger;
   counters: ExpiryCounters;
-  release?: ReleaseBlob;
+  removed?: OnRemoved;
   /** AuditLogFile: told of every expiry. */
   audit?: AuditLog;
 }
@@ -43,7 +43,7 @@ export async function sweepExpired(deps: ExpiryDeps, now = Date.now()): Promise<
       const where = `${tenant}/${meta.path}`;
       try {
         if (version) {
-          await version.remove(deps.release);
+          await version.remove(deps.removed);
         } else {
           const files = deps.files.get(tenant);
           if (!files || !(await files.remove(meta.path))) continue;

@@ -36,10 +36,10 @@ export function fsStorage(layout: FileLayout): Storage {
           meta,
           version: {
             id: path.basename(dataPath),
-            remove: async (release) => {
+            remove: async (removed) => {
               await rm(metaPath, { force: true });
               await rm(dataPath, { force: true });
-              if (meta.blob && release) await release(meta.blob);
+              if (removed) await removed(meta);
             },
           },
         };

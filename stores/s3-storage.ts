@@ -17,7 +17,7 @@ import { keyOf, plaintextStream } from './at-rest.js';
 import { isMetadata, type FileMetadata } from './file-metadata.js';
 import type { FileLayout } from './file-layout.js';
 import type { S3Objects } from './s3-objects.js';
-import type { BlobInfo, Blobs, CommittedFiles, FilesOptions, OpenFile, ReadPolicy, ReleaseBlob, Storage, StoredRecord, VersionInfo } from './storage.js';
+import type { BlobInfo, Blobs, CommittedFiles, FilesOptions, OnRemoved, OpenFile, ReadPolicy, Storage, StoredRecord, VersionInfo } from './storage.js';
 import { isVersionId, newVersionId } from './versions.js';
 
 /**
@@ -63,13 +63,10 @@ async function readMeta(objects: S3Objects, key: string): Promise<FileMetadata |
   return value;
 }
 
-/** The bytes of a removed copy go with it, unless they are a blob's: then the blob is told. */
-async function dropBytes(objects: S3Objects, meta: FileMetadata, release: ReleaseBlob | undefined): Promise<void> {
-  if (meta.blob) {
-    if (release) await release(meta.blob);
-  } else if (meta.object) {
-    await objects.delete([meta.object]);
-  }
+/** The bytes of a removed copy go with it, unless they are a blob's (removed lets go of the blob). */
+async function dropBytes(objects: S3Objects, meta: FileMetadata, removed: OnRemoved | undefined): Promise<void> {
+  if (!meta.blob && meta.object) await objects.delete([meta.object]);
+  if (removed) await removed(meta);
 }
 
 /** Plaintext from a stored object; the key is checked at once, the size when the object answers. */
@@ -101,7 +98,7 @@ function openObject(objects: S3Objects, meta: FileMetadata, policy: ReadPolicy, 
 class S3CommittedFiles implements CommittedFiles {
   readonly prefix: string;
   readonly durableStaging = false;
-  private readonly release: ReleaseBlob | undefined;
+  private readonly removed: OnRemoved | undefined;
 
   constructor(
     private readonly objects: S3Objects,
@@ -112,7 +109,7 @@ class S3CommittedFiles implements CommittedFiles {
     options: FilesOptions,
   ) {
     this.prefix = layout.prefix;
-    this.release = options.release;
+    this.removed = options.removed;
   }
 
   private h(slotPath: string): string {
@@ -139,7 +136,7 @@ class S3CommittedFiles implements CommittedFiles {
     const meta = await readMeta(this.objects, key);
     if (!meta) return undefined;
     await this.objects.delete([key]);
-    await dropBytes(this.objects, meta, this.release);
+    await dropBytes(this.objects, meta, this.removed);
     return meta;
   }
 
@@ -193,7 +190,7 @@ class S3CommittedFiles implements CommittedFiles {
   private async removeVersion(h: string, id: string): Promise<void> {
     const meta = await readMeta(this.objects, versionKey(h, id)).catch(() => undefined);
     await this.objects.delete([versionKey(h, id)]);
-    if (meta) await dropBytes(this.objects, meta, this.release);
+    if (meta) await dropBytes(this.objects, meta, this.removed);
   }
 
   async pruneVersions(slotPath: string, max: number): Promise<number> {
@@ -279,9 +276,9 @@ export function s3Storage(objects: S3Objects, pathLock: PathLock): Storage {
           meta,
           version: {
             id,
-            remove: async (release) => {
+            remove: async (removed) => {
               await objects.delete([key]);
-              await dropBytes(objects, meta, release);
+              await dropBytes(objects, meta, removed);
             },
           },
         };

@@ -4,7 +4,7 @@
 // bodies, tus uploads in progress) is always on the file system; the commit path hands a backend a staged file.
 import type { Readable } from 'node:stream';
 import type { PathLock } from '../hooks/path-lock.js';
-import type { BlobRef, FileMetadata, StoredEncryption } from './file-metadata.js';
+import type { FileMetadata, StoredEncryption } from './file-metadata.js';
 import type { KeyRing } from './key-ring.js';
 import type { FileLayout } from './file-layout.js';
 import type { MetadataCache } from './metadata-cache.js';
@@ -34,8 +34,11 @@ export interface ReadPolicy {
   verifyPlaintext: boolean;
 }
 
-/** Called when a removed copy referred to a dedup blob. */
-export type ReleaseBlob = (blob: BlobRef) => Promise<void>;
+/**
+ * Told of every stored copy that was removed (a file or a kept version), after it went: deduplication lets go
+ * of its blob, quotas give its bytes back.
+ */
+export type OnRemoved = (meta: FileMetadata) => Promise<void>;
 
 export interface VersionInfo {
   id: string;
@@ -99,12 +102,11 @@ export interface Blobs {
 /** A record the sweeps see: a committed file, or a kept version (with its own removal). */
 export interface StoredRecord {
   meta: FileMetadata;
-  version?: { id: string; remove(release?: ReleaseBlob): Promise<void> };
+  version?: { id: string; remove(removed?: OnRemoved): Promise<void> };
 }
 
 export interface FilesOptions {
-  /** Deduplication: told when a removed file shared a blob. */
-  release?: ReleaseBlob;
+  removed?: OnRemoved;
   /** Shared by every reader in this process (file system only); without one, every open reads the metadata afresh. */
   cache?: MetadataCache;
 }

@@ -11,7 +11,7 @@ import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { FileLayout } from './file-layout.js';
 import { readMetadata, type FileMetadata } from './file-metadata.js';
-import type { ReleaseBlob, VersionInfo } from './storage.js';
+import type { OnRemoved, VersionInfo } from './storage.js';
 
 const VERSION_ID = /^\d{15}-[0-9a-f]{8}$/;
 
@@ -68,23 +68,23 @@ export async function versionMeta(layout: FileLayout, slotPath: string, id: stri
   return meta ? { meta, dataPath: path.join(dir, id) } : undefined;
 }
 
-export async function removeVersion(layout: FileLayout, slotPath: string, id: string, release?: ReleaseBlob): Promise<void> {
+export async function removeVersion(layout: FileLayout, slotPath: string, id: string, removed?: OnRemoved): Promise<void> {
   const dir = layout.versionDir(slotPath);
   const meta = await readMetadata(path.join(dir, `${id}.json`)).catch(() => undefined);
   await rm(path.join(dir, `${id}.json`), { force: true });
   await rm(path.join(dir, id), { force: true });
-  if (meta?.blob && release) await release(meta.blob);
+  if (meta && removed) await removed(meta);
 }
 
 /** Removes the oldest versions beyond max; returns how many went. */
-export async function pruneVersions(layout: FileLayout, slotPath: string, max: number, release?: ReleaseBlob): Promise<number> {
+export async function pruneVersions(layout: FileLayout, slotPath: string, max: number, removed?: OnRemoved): Promise<number> {
   const ids = await versionIds(layout, slotPath);
   const surplus = ids.slice(0, Math.max(0, ids.length - max));
-  for (const id of surplus) await removeVersion(layout, slotPath, id, release);
+  for (const id of surplus) await removeVersion(layout, slotPath, id, removed);
   return surplus.length;
 }
 
-export async function removeAllVersions(layout: FileLayout, slotPath: string, release?: ReleaseBlob): Promise<void> {
-  for (const id of await versionIds(layout, slotPath)) await removeVersion(layout, slotPath, id, release);
+export async function removeAllVersions(layout: FileLayout, slotPath: string, removed?: OnRemoved): Promise<void> {
+  for (const id of await versionIds(layout, slotPath)) await removeVersion(layout, slotPath, id, removed);
   await rm(layout.versionDir(slotPath), { recursive: true, force: true });
 }
