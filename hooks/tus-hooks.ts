@@ -21,11 +21,14 @@ import { IV_KEY, KEY_ID_KEY, clientMetadata, type CountingFileStore } from '../s
 import { checkUploadType } from '../middleware/media-type.js';
 import { note } from '../middleware/request-notes.js';
 import type { PublicUrl } from '../server/public-url.js';
+import type { Quotas } from '../server/quotas.js';
 
 /** Metadata keys the server sets; a client sending them has them removed. */
 export const OWNER_KEY = 'hfs_owner';
 export const TARGET_KEY = 'hfs_target';
 export const COMMITTED_KEY = 'hfs_committed';
+/** The UTC day the upload was charged to its uploader's quota (hooks/tus-quota.ts); absent: not charged. */
+export const CHARGED_KEY = 'hfs_charged';
 /** A part of a parallel upload (Upload-Concat: partial): never committed on its own. */
 export const PARTIAL_KEY = 'hfs_partial';
 /** A final upload (Upload-Concat: final;…): the header's value, normalised, echoed on every HEAD. */
@@ -90,6 +93,8 @@ export interface TusHookDeps {
   publicUrl: PublicUrl;
   /** A partial upload received its last byte (final uploads may be waiting for it). */
   onPartialFinished(id: string, req: TusRequest): void;
+  /** Quotas: an upload is charged at its creation when its length is known, else at its commit. */
+  quotas?: Quotas;
 }
 
 /** @tus/server answers a hook's error with its status_code and body; ours carry the same public text. */
@@ -117,7 +122,7 @@ export function createTusHooks(deps: TusHookDeps) {
       return grant ? Math.min(deps.maxUploadSize, grant.maxSize) : deps.maxUploadSize;
     },
 
-    onUploadCreate(req: TusRequest, upload: Upload): Promise<{ metadata: Record<string, string | null> }> {
+    async onUploadCreate(req: TusRequest, upload: Upload): Promise<{ metadata: Record<string, string | null> }> {
       try {
         const grant = grantOf(req);
         if (!grant) throw httpError('E_MAC_MISSING');
@@ -130,7 +135,7 @@ export function createTusHooks(deps: TusHookDeps) {
         const encryption = newEncryption(deps.keys);
         const ours = { [OWNER_KEY]: grant.subject, ...(encryption ? { [KEY_ID_KEY]: encryption.stored.keyId, [IV_KEY]: encryption.stored.iv } : {}) };
         // A partial has no name of its own: the final upload that concatenates it is checked like any other.
-        if (node && deps.partials.has(node)) return Promise.resolve({ metadata: { ...client, ...ours, [PARTIAL_KEY]: '1' } });
+        if (node && deps.partials.has(node)) return { metadata: { ...client, ...ours, [PARTIAL_KEY]: '1' } };
         // tus 1.0.0, Creation: "The Client MAY supply the Upload-Metadata header [...] The Server MAY decide to
         // ignore or use this information". Without a filename the upload is named after its id.
         const given = client.filename || client.name || undefined;
@@ -149,9 +154,11 @@ export function createTusHooks(deps: TusHookDeps) {
             throw httpError('E_BAD_REQUEST', { message: 'Upload-Metadata has no filename, and its filetype gives no allowed extension' });
           }
         }
-        return Promise.resolve({ metadata: { ...client, ...ours, [TARGET_KEY]: target } });
+        // Charged before any byte arrives, when the length is known (a deferred one is charged at the commit).
+        const charged = upload.size !== undefined && deps.quotas?.applies(deps.uploadSubDir) ? await deps.quotas.reserve(deps.uploadSubDir, grant.subject, upload.size) : undefined;
+        return { metadata: { ...client, ...ours, [TARGET_KEY]: target, ...(charged ? { [CHARGED_KEY]: charged.day } : {}) } };
       } catch (err) {
-        return Promise.reject(new TusHookError(err));
+        throw new TusHookError(err);
       }
     },
 
@@ -183,6 +190,17 @@ export function createTusHooks(deps: TusHookDeps) {
         if (target && metadata[COMMITTED_KEY]) return { headers: downloadUrl(target) };
         if (!current) throw httpError('E_NOT_FOUND', { message: 'Upload was removed' });
         if (!target || upload.storage?.path === undefined || upload.size === undefined) throw new Error(`tus upload ${upload.id} lacks its target`);
+        if (!metadata[CHARGED_KEY] && deps.quotas?.applies(deps.uploadSubDir)) {
+          // Not charged at its creation (its length was not known then): charged now, before it is stored, and
+          // recorded, so that a commit that meets a 503 and is tried again is not charged twice.
+          const charged = await deps.quotas.reserve(deps.uploadSubDir, metadata[OWNER_KEY] || undefined, upload.size);
+          current.metadata = { ...metadata, [CHARGED_KEY]: charged.day };
+          upload.metadata = current.metadata;
+          await deps.store.configstore.set(upload.id, current).catch(async (err: unknown) => {
+            await charged.refund();
+            throw err;
+          });
+        }
         const encryption = await deps.store.encryptionOf(upload.id);
         // PATCHes are written without a sync of their own; the finished file must be on disk before the link.
         await syncFile(upload.storage.path);
@@ -199,7 +217,7 @@ export function createTusHooks(deps: TusHookDeps) {
           ...(encryption ? { encryption } : {}),
         });
         if (node) note(node, { committed: { size: upload.size, ...(current.creation_date ? { startedAt: Date.parse(current.creation_date) } : {}) } });
-        upload.metadata = { ...metadata, [COMMITTED_KEY]: '1' };
+        upload.metadata = { ...upload.metadata, [COMMITTED_KEY]: '1' };
         current.metadata = upload.metadata;
         await deps.store.configstore.set(upload.id, current);
         return { headers: downloadUrl(target) };

@@ -3,7 +3,7 @@
 // (v, v2, token query MACs or a file-share JWT), unauthenticated GET/HEAD, Metronome's DELETE, OPTIONS for
 // CORS, 405 otherwise.
 import { createHash } from 'node:crypto';
-import { Router, type Request, type RequestHandler } from 'express';
+import { Router, type Request, type RequestHandler, type Response } from 'express';
 import { httpError, type ErrorCode } from '../server/errors.js';
 import type { Logger } from '../server/logger.js';
 import { clientIp, logRefusal, requestPath } from './request-info.js';
@@ -12,6 +12,7 @@ import type { CommitUpload } from '../hooks/commit-upload.js';
 import { checkExtension } from '../hooks/extension-check.js';
 import type { CommittedFiles } from '../stores/storage.js';
 import { deletion, type AuditLog } from '../server/audit-log.js';
+import type { Quotas } from '../server/quotas.js';
 import type { FileLayout } from '../stores/file-layout.js';
 import { slotPathOf } from './legacy-door.js';
 import { note } from './request-notes.js';
@@ -25,7 +26,7 @@ import { sendDownload } from './download.js';
 import { allowedMethods, legacyHeaders } from './legacy-headers.js';
 import { HmacQueryVerifier, macMatchesAny, versionsMessage } from './slot-verifier-hmac.js';
 import { FileShareJwtVerifier } from './slot-verifier-jwt.js';
-import { verifySlot, type SlotVerifier } from './slot-verifier.js';
+import { verifySlot, type SlotGrant, type SlotVerifier } from './slot-verifier.js';
 
 export interface LegacyRouterDeps {
   tenant: Tenant;
@@ -47,6 +48,8 @@ export interface LegacyRouterDeps {
   versioning: boolean;
   /** AuditLogFile: told of every deletion. */
   audit?: AuditLog;
+  /** Quotas: an upload is charged before its body is read, and refunded when it is not stored. */
+  quotas?: Quotas;
   now?: () => Date;
 }
 
@@ -95,6 +98,20 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
     // Cheap early answer; the link in commitUpload() is what decides a race.
     if (!deps.versioning && (await files.exists(path))) throw httpError('E_EXISTS');
 
+    // Quotas before the body: a refused upload is answered before its first byte is read.
+    const charged = deps.quotas ? await deps.quotas.reserve(tenant.prefix, grant.owner, size) : undefined;
+    try {
+      await receiveAndCommit(req, res, path, size, requestType, grant);
+    } catch (err) {
+      await charged?.refund();
+      throw err;
+    }
+    note(req, { committed: { size } });
+    res.status(201).setHeader('Location', requestPath(req));
+    res.end();
+  };
+
+  const receiveAndCommit = async (req: Request, res: Response, path: string, size: number, requestType: string, grant: SlotGrant): Promise<void> => {
     // NumWorkers: the body is read only once this upload has a place; a waiting client gets its 100 Continue then.
     const gone = new AbortController();
     const onGone = () => gone.abort();
@@ -130,9 +147,6 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
       sha256: digest.digest('hex'),
       ...(encryption ? { encryption: encryption.stored } : {}),
     });
-    note(req, { committed: { size: staged.size } });
-    res.status(201).setHeader('Location', requestPath(req));
-    res.end();
   };
 
   // Kept versions: ?versions=<HMAC(secret, "versions\0<path>")> lists them as JSON, and with &id=<version id>

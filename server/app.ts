@@ -28,6 +28,7 @@ import type { KeyRing } from '../stores/key-ring.js';
 import type { ScanGate } from '../hooks/scan.js';
 import type { Dedup } from '../hooks/dedup.js';
 import type { AuditLog } from './audit-log.js';
+import type { Quotas } from './quotas.js';
 
 export interface TenantStore {
   tenant: Tenant;
@@ -59,6 +60,8 @@ export interface AppDeps {
   locks: Locks;
   /** AuditLogFile: commits, deletions and infected uploads. */
   audit?: AuditLog;
+  /** When a tenant has a quota: every upload is charged before its body is read. */
+  quotas?: Quotas;
 }
 
 export interface App {
@@ -69,7 +72,7 @@ export interface App {
   tus?: TusDoor;
 }
 
-export function createApp({ config, logger, tenants, keys, files, scan, dedup, cap, guards, metrics, webDir, locks, audit }: AppDeps): App {
+export function createApp({ config, logger, tenants, keys, files, scan, dedup, cap, guards, metrics, webDir, locks, audit, quotas }: AppDeps): App {
   const app = express();
   app.disable('x-powered-by');
   app.set('case sensitive routing', true);
@@ -127,6 +130,7 @@ export function createApp({ config, logger, tenants, keys, files, scan, dedup, c
       publicUrl: publicUrl(config.PublicURL),
       locks,
       ...(audit ? { audit } : {}),
+      ...(quotas ? { quotas } : {}),
     });
     app.use(config.TusPath.slice(0, -1), tus.router);
   }
@@ -150,6 +154,7 @@ export function createApp({ config, logger, tenants, keys, files, scan, dedup, c
           admission: guards.admission,
           versioning: config.EnableVersioning,
           ...(audit ? { audit } : {}),
+          ...(quotas ? { quotas } : {}),
         }),
       })),
     ),

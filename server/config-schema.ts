@@ -108,8 +108,13 @@ const tenant = z.object(
       .min(1, { error: 'at least one protocol' })
       .prefault([...PROTOCOLS]),
     UserDirInPath: bool().prefault(false),
+    // Quotas of this tenant; absent: the top-level key's.
+    MaxBytesPerUser: size().optional(),
+    MaxFilesPerUser: count(0).optional(),
+    MaxBytesPerUserPerDay: size().optional(),
+    MaxBytesPerTenant: size().optional(),
   },
-  { error: 'a table with Prefix, Secret and optionally PreviousSecrets, Protocols, UserDirInPath' },
+  { error: 'a table with Prefix, Secret and optionally PreviousSecrets, Protocols, UserDirInPath and the Max…Per… quota keys' },
 ).strict();
 
 export const configSchema = z.object({
@@ -213,6 +218,11 @@ export const configSchema = z.object({
   Fail2BanFindTime: duration().refine((ms) => ms > 0, { error: `${DURATION_FORM}, not 0` }),
   // Deduplication
   DeduplicationEnabled: bool(),
+  // Quotas (server/quotas.ts); 0 = none
+  MaxBytesPerUser: size(),
+  MaxFilesPerUser: count(0),
+  MaxBytesPerUserPerDay: size(),
+  MaxBytesPerTenant: size(),
   // Object storage (stores/s3-storage.ts)
   StorageBackend: z.enum(['fs', 's3'], { error: 'one of "fs", "s3"' }),
   S3Endpoint: text().refine((v) => v === '' || /^https?:\/\/[^\s/?#]+\/?$/.test(v), { error: 'an http:// or https:// URL of the S3 service such as "https://s3.example.org", or "" for AWS' }),
@@ -333,6 +343,10 @@ export const DEFAULTS: { readonly [K in ConfigKey]-?: Exclude<ConfigInput[K], un
   Fail2BanMaxRetry: 5,
   Fail2BanFindTime: '10m',
   DeduplicationEnabled: false,
+  MaxBytesPerUser: '0',
+  MaxFilesPerUser: 0,
+  MaxBytesPerUserPerDay: '0',
+  MaxBytesPerTenant: '0',
   StorageBackend: 'fs',
   S3Endpoint: '',
   S3Bucket: '',

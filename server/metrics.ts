@@ -37,6 +37,8 @@ export interface MetricSources {
     admission: { queued: number; refused: number };
   };
   connections: { refused: number };
+  /** Quotas: refusals by code, and what each tenant with a quota stores. */
+  quotas?: { counters: { refused: Record<string, number> }; tenants: readonly string[]; usage(tenant: string): Promise<{ bytes: number; files: number }> };
 }
 
 export interface Metrics {
@@ -219,6 +221,31 @@ export function createMetrics(prom: PromClient, registry: Registry, options: { d
         [{ result: 'queued' }, s.guards.admission.queued],
         [{ result: 'refused' }, s.guards.admission.refused],
       ]);
+      if (s.quotas) {
+        const quotas = s.quotas;
+        followingCounter(prom, registry, 'file_server_quota_refusals_total', 'Uploads refused by a quota, by code: E_QUOTA (a user\'s) or E_TENANT_QUOTA', ['code'], () =>
+          (['E_QUOTA', 'E_TENANT_QUOTA'] as const).map((code) => [{ code }, quotas.counters.refused[code] ?? 0]),
+        );
+        // Per tenant, never per user: a label per user would grow without bound.
+        for (const [name, help, field] of [
+          ['file_server_quota_used_bytes', 'Bytes stored in each tenant that has a quota, as the quotas count them', 'bytes'],
+          ['file_server_quota_used_files', 'Files stored in each tenant that has a quota, as the quotas count them', 'files'],
+        ] as const) {
+          new prom.Gauge({
+            name,
+            help,
+            labelNames: ['tenant'],
+            registers: r,
+            async collect() {
+              for (const tenant of quotas.tenants) {
+                // A ledger that does not answer (Redis down) leaves the last value.
+                const usage = await quotas.usage(tenant).catch(() => undefined);
+                if (usage) this.set({ tenant }, usage[field]);
+              }
+            },
+          });
+        }
+      }
       followingCounter(prom, registry, 'file_server_connections_refused_total', 'Connections or proxied requests refused by MaxConnectionsPerIP', [], () => [[{}, s.connections.refused]]);
     },
   };

@@ -27,6 +27,10 @@ import { RedisLeases } from './redis-locks.js';
 import type { Redis } from 'ioredis';
 import { createGuards, type Guards } from './guards.js';
 import { openAuditLog, type AuditLog } from './audit-log.js';
+import { createQuotas, hasQuota, type Quotas } from './quotas.js';
+import { MemoryQuotaLedger } from './quota-ledger-memory.js';
+import { RedisQuotaLedger } from './quota-ledger-redis.js';
+import { pendingCharges } from '../hooks/tus-quota.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { startMetricsListener, storeWritable } from './metrics-listener.js';
 import { addressMatcher } from './address-list.js';
@@ -54,6 +58,8 @@ export interface RunningServer extends Listener {
   metricsAddress?: string;
   /** AuditLogFile: reopen() after logrotate renamed it (SIGHUP). */
   audit?: AuditLog;
+  /** When a tenant has a quota: usage and recounts. */
+  quotas?: Quotas;
   metrics?: Metrics;
 }
 
@@ -93,6 +99,32 @@ async function startDedup(config: Config, logger: Logger, layout: FileLayout, st
       await index.close();
     },
   };
+}
+
+/**
+ * Quotas, when a tenant has one: counted in Redis (RedisEnabled) or in this process. The counts are made from
+ * the stored metadata at start (in Redis: when they are not there, e.g. after Redis restarted empty) and
+ * again whenever a check finds them missing or a refund could not be written.
+ */
+async function startQuotas(config: Config, logger: Logger, tenants: readonly TenantStore[], storage: Storage, redis: Redis | undefined, locks: Locks, now?: () => Date): Promise<{ quotas: Quotas; close: () => void } | undefined> {
+  const limits = new Map(tenants.map(({ tenant }) => [tenant.prefix, tenant.quotas]));
+  if (![...limits.values()].some(hasQuota)) return undefined;
+  const ledger = redis ? new RedisQuotaLedger(redis) : new MemoryQuotaLedger();
+  const quotas = createQuotas({ ledger, limits, defaultPrefix: config.UploadSubDir, logger, ...(now ? { now } : {}) });
+  const check = async () => {
+    try {
+      if (!quotas.stale() && (!(ledger instanceof RedisQuotaLedger) || (await ledger.ready()))) return;
+      await locks.once('quota-recount', recount);
+    } catch (err) {
+      logger.warn('quota.recount_failed', { cause: err instanceof Error ? err.message : String(err) });
+    }
+  };
+  // Uploads in progress that hold a charge count too (the tus uploads charged at creation).
+  const recount = async () => quotas.recount(storage.records(), await pendingCharges(tenants[0]!.layout.tusDir, config.UploadSubDir));
+  if (ledger instanceof MemoryQuotaLedger) await recount();
+  else await check();
+  const timer = redis && config.RedisHealthCheckInterval > 0 ? setInterval(() => void check(), config.RedisHealthCheckInterval).unref() : undefined;
+  return { quotas, close: () => clearInterval(timer) };
 }
 
 /** StorageBackend: the file system under StoreDir, or an S3 bucket. */
@@ -137,6 +169,8 @@ export interface StartOptions {
   tls?: TlsTuning;
   acme?: AcmeTuning;
   s3?: S3Tuning;
+  /** Tests: the clock the daily quotas count by. */
+  now?: () => Date;
 }
 
 export async function startServer(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningServer> {
@@ -173,7 +207,15 @@ export async function startServer(config: Config, logger: Logger, options: Start
   const storage = await openStorage(config, logger, tenants[0]!.layout, locks, options.s3);
   const deduplication = config.DeduplicationEnabled ? await startDedup(config, logger, tenants[0]!.layout, storage, redis, locks) : undefined;
   const dedup = deduplication?.dedup;
-  const removed = dedup ? async (meta: FileMetadata) => (meta.blob ? dedup.release(meta.blob) : undefined) : undefined;
+  const quota = await startQuotas(config, logger, tenants, storage, redis, locks, options.now);
+  const quotas = quota?.quotas;
+  const removed =
+    dedup || quotas
+      ? async (meta: FileMetadata) => {
+          if (meta.blob && dedup) await dedup.release(meta.blob);
+          await quotas?.removed(meta);
+        }
+      : undefined;
   const cap = createConnectionCap(config.MaxConnectionsPerIP, addressMatcher(config.TrustedProxies));
   const guards = createGuards({ config, logger, ...(redis ? { redis } : {}), ...(options.configFile !== undefined ? { configFile: options.configFile } : {}) });
   // One reader per tenant and one metadata cache for the process, shared by downloads, the doors' removals and
@@ -183,7 +225,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
   const files = new Map(tenants.map(({ tenant, layout }) => [tenant.prefix, storage.files(layout, readPolicy, { ...(removed ? { removed } : {}), cache: metadataCache })]));
   // dist/web beside dist/server when compiled; the same dist/web when run from the sources (tests, tsx).
   const webDir = fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../web/' : '../dist/web/', import.meta.url));
-  const { app, tus, commits } = createApp({ config, logger, tenants, keys, files, cap, ...(audit ? { audit } : {}), guards, webDir, locks, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}), ...(metrics ? { metrics } : {}) });
+  const { app, tus, commits } = createApp({ config, logger, tenants, keys, files, cap, ...(audit ? { audit } : {}), ...(quotas ? { quotas } : {}), guards, webDir, locks, ...(scan ? { scan } : {}), ...(dedup ? { dedup } : {}), ...(metrics ? { metrics } : {}) });
   // Staging files that outlived ReadTimeout belong to no request any more (a crash, a kill): sweep them now
   // and then every hour.
   const stagingAge = config.ReadTimeout > 0 ? config.ReadTimeout : 24 * 3_600_000;
@@ -237,6 +279,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
       uploadsInProgress: () => guards.admission.state().active,
       guards: guards.counters,
       connections: cap.counters,
+      ...(quotas ? { quotas: { counters: quotas.counters, tenants: tenants.map((t) => t.tenant.prefix).filter((prefix) => quotas.applies(prefix)), usage: (tenant: string) => quotas.usage(tenant) } } : {}),
     });
   }
   const server = createHttpServer(app, config, { onConnection: (socket) => cap.onConnection(socket) }, tls?.serverOptions);
@@ -275,6 +318,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
     guards,
     ...(operators ? { metricsAddress: operators.address } : {}),
     ...(audit ? { audit } : {}),
+    ...(quotas ? { quotas } : {}),
     ...(metrics ? { metrics } : {}),
     ...(tls ? { tls } : {}),
     ...(acme ? { acme } : {}),
@@ -289,6 +333,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
       await operators?.close();
       await guards.close();
       await deduplication?.close();
+      quota?.close();
       locks.close();
       storage.close();
       await audit?.close();

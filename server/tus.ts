@@ -8,6 +8,7 @@ import type { Admission } from './admission.js';
 import { requestPath } from '../middleware/request-info.js';
 import { note } from '../middleware/request-notes.js';
 import { Server as TusServer, EVENTS } from '@tus/server';
+import type { Upload } from '@tus/utils';
 import type { Locks } from './locks.js';
 import type { Config } from './config.js';
 import type { PublicUrl } from './public-url.js';
@@ -20,6 +21,8 @@ import { ietfUploads } from '../middleware/ietf-upload.js';
 import { grantKey, type Grant } from '../middleware/upload-grant.js';
 import type { CommittedFiles } from '../stores/storage.js';
 import type { AuditLog } from './audit-log.js';
+import type { Quotas } from './quotas.js';
+import { pendingCharge } from '../hooks/tus-quota.js';
 import type { FileLayout } from '../stores/file-layout.js';
 import type { KeyRing } from '../stores/key-ring.js';
 import { CountingFileStore, newTusCounters, sweepTusUploads, type ExpectedChecksum, type TusCounters } from '../stores/tus-store.js';
@@ -48,6 +51,8 @@ export interface TusDoorDeps {
   locks: Locks;
   /** AuditLogFile: told of every deletion through tus. */
   audit?: AuditLog;
+  /** Quotas: uploads are charged (at creation, or at commit) and a removed unfinished one refunded. */
+  quotas?: Quotas;
 }
 
 /**
@@ -81,7 +86,7 @@ async function answerTusError(req: TusRequest, err: unknown, deps: { logger: Log
   return { status_code: error.status, body: `${error.message}\n` };
 }
 
-export function createTusDoor({ config, logger, keys, layout, files, commitUpload, admission, publicUrl, locks, audit }: TusDoorDeps): TusDoor {
+export function createTusDoor({ config, logger, keys, layout, files, commitUpload, admission, publicUrl, locks, audit, quotas }: TusDoorDeps): TusDoor {
   const counters = newTusCounters();
   const checksums = new AsyncLocalStorage<ExpectedChecksum>();
   const store = new CountingFileStore(config.StoreDir, {
@@ -92,6 +97,14 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
     checksums,
     keys,
     stallMs: config.UploadStallTimeout,
+    ...(quotas
+      ? {
+          discarded: async (record: Upload) => {
+            const charge = pendingCharge(record, config.UploadSubDir);
+            if (charge) await quotas.refund(charge);
+          },
+        }
+      : {}),
   });
   const locker = locks.tus;
   const grants = new WeakMap<IncomingMessage, Grant>();
@@ -109,6 +122,7 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
     store,
     locker,
     commitUpload,
+    ...(quotas ? { quotas } : {}),
     logger,
     allowedExtensions: config.AllowedExtensions,
     maxUploadSize: config.MaxUploadSize,

@@ -145,6 +145,8 @@ describe('metrics', function () {
       DeduplicationEnabled: true,
       FileTTL: '1h',
       MaxUploadSize: MAX_UPLOAD,
+      // A quota nothing here reaches: its metrics are in the exposition promtool checks.
+      MaxBytesPerTenant: '10GiB',
     });
     assert.match(server.running.metricsAddress ?? '', /^http:\/\/127\.0\.0\.1:\d+$/);
     prometheus = await startPrometheus([server.running.metricsAddress!]);

@@ -112,6 +112,8 @@ export class CountingFileStore extends FileStore {
       keys: KeyRing;
       /** UploadStallTimeout in ms: a PATCH body that does not move for this long is cut (0 = never). */
       stallMs: number;
+      /** Told of every upload removed (terminated, expired, refused), with its record: quotas give its charge back. */
+      discarded?: (record: Upload) => Promise<void>;
     },
   ) {
     const directory = path.join(storeDir, '.hmac', 'tus');
@@ -193,7 +195,9 @@ export class CountingFileStore extends FileStore {
   override async remove(id: string): Promise<void> {
     this.digests.delete(id);
     this.encryptions.delete(id);
+    const record = this.options.discarded ? await this.configstore.get(id).catch(() => undefined) : undefined;
     await super.remove(id);
+    if (record) await this.options.discarded?.(record);
   }
 
   override async write(readable: Readable, id: string, offset: number): Promise<number> {
