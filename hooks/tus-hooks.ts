@@ -155,7 +155,7 @@ export function createTusHooks(deps: TusHookDeps) {
           }
         }
         // Charged before any byte arrives, when the length is known (a deferred one is charged at the commit).
-        const charged = upload.size !== undefined && deps.quotas?.applies(deps.uploadSubDir) ? await deps.quotas.reserve(deps.uploadSubDir, grant.subject, upload.size) : undefined;
+        const charged = upload.size !== undefined && deps.quotas?.applies(deps.uploadSubDir) ? await deps.quotas.reserve(deps.uploadSubDir, grant.subject, upload.size, { path: target, door: 'tus', ...(node ? { client: clientIp(node) } : {}) }) : undefined;
         return { metadata: { ...client, ...ours, [TARGET_KEY]: target, ...(charged ? { [CHARGED_KEY]: charged.day } : {}) } };
       } catch (err) {
         throw new TusHookError(err);
@@ -193,7 +193,7 @@ export function createTusHooks(deps: TusHookDeps) {
         if (!metadata[CHARGED_KEY] && deps.quotas?.applies(deps.uploadSubDir)) {
           // Not charged at its creation (its length was not known then): charged now, before it is stored, and
           // recorded, so that a commit that meets a 503 and is tried again is not charged twice.
-          const charged = await deps.quotas.reserve(deps.uploadSubDir, metadata[OWNER_KEY] || undefined, upload.size);
+          const charged = await deps.quotas.reserve(deps.uploadSubDir, metadata[OWNER_KEY] || undefined, upload.size, { path: target, door: 'tus', ...(node ? { client: clientIp(node) } : {}) });
           current.metadata = { ...metadata, [CHARGED_KEY]: charged.day };
           upload.metadata = current.metadata;
           await deps.store.configstore.set(upload.id, current).catch(async (err: unknown) => {

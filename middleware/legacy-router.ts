@@ -99,7 +99,7 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
     if (!deps.versioning && (await files.exists(path))) throw httpError('E_EXISTS');
 
     // Quotas before the body: a refused upload is answered before its first byte is read.
-    const charged = deps.quotas ? await deps.quotas.reserve(tenant.prefix, grant.owner, size) : undefined;
+    const charged = deps.quotas ? await deps.quotas.reserve(tenant.prefix, grant.owner, size, { path, client: clientIp(req), door: 'legacy' }) : undefined;
     try {
       await receiveAndCommit(req, res, path, size, requestType, grant);
     } catch (err) {

@@ -6,21 +6,28 @@ import fs, { closeSync, openSync, writeSync } from 'node:fs';
 import type { FileMetadata } from '../stores/file-metadata.js';
 import type { Logger } from './logger.js';
 
-export type AuditAction = 'commit' | 'delete' | 'expire' | 'infected';
+export type AuditAction = 'commit' | 'delete' | 'expire' | 'infected' | 'quota_refused' | 'admin';
 
 export interface AuditEvent {
   action: AuditAction;
   /** The tenant prefix (UploadSubDir or a tenant's Prefix). */
-  tenant: string;
-  path: string;
+  tenant?: string;
+  path?: string;
   size?: number;
   sha256?: string;
   /** The uploader, when the signature or grant named one. */
   user?: string;
   /** The client address of the request that caused it (none for an expiry). */
   client?: string;
-  /** "legacy" or "tus"; "sweep" for an expiry. */
+  /** "legacy" or "tus"; "sweep" for an expiry; "admin" for the admin API. */
   door: string;
+  /** An admin request that removed nothing itself: list, usage, delete_user, recount, health. */
+  request?: string;
+  /** How many files it listed or removed (and kept versions, for delete_user). */
+  count?: number;
+  versions?: number;
+  /** quota_refused: which limit: user-bytes, user-files, user-day or tenant-bytes. */
+  limit?: string;
   /** How a legacy upload was signed: "v", "v2", "token" or "jwt". */
   scheme?: string;
   /** A kept version's id, when the event concerns one. */

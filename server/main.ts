@@ -10,6 +10,7 @@ import { ConfigError, defaultConfigToml, loadConfig, type LoadedConfig } from '.
 import { HttpError } from './errors.js';
 import { createLogger, reopenLogFile } from './logger.js';
 import { parseDuration, parseSize } from './units.js';
+import { ADMIN_USAGE, isAdminCommand } from './cli-admin.js';
 
 const USAGE = `Usage:
   hmac-file-server [--config PATH]              start the server (default ./config.toml)
@@ -21,6 +22,7 @@ const USAGE = `Usage:
                          [--config PATH]
   hmac-file-server upload FILE... (--url TUS_URL --grant GRANT | --config PATH [--subject S] [--url TUS_URL])
                           [--parallel N] [--chunk-size SIZE] [--json] [--state-file PATH]
+${ADMIN_USAGE}
 `;
 
 class UsageError extends Error {}
@@ -142,6 +144,50 @@ async function upload(args: string[]): Promise<number> {
   });
 }
 
+/** The operators' port of the server that config describes, as a URL. */
+function operatorsUrlOf(config: LoadedConfig['config']): string {
+  const host = config.ListenIPMetrics.includes(':') ? `[${config.ListenIPMetrics}]` : config.ListenIPMetrics;
+  return `http://${host === '0.0.0.0' ? '127.0.0.1' : host === '[::]' ? '[::1]' : host}:${config.MetricsPort}`;
+}
+
+async function admin(args: string[]): Promise<number> {
+  const [command, ...rest] = args;
+  if (!isAdminCommand(command)) throw new UsageError('admin needs a command: files, usage, delete, delete-user, recount or health');
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      config: { type: 'string', default: 'config.toml' },
+      url: { type: 'string' },
+      token: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      tenant: { type: 'string' },
+      user: { type: 'string' },
+      path: { type: 'string' },
+      since: { type: 'string' },
+      until: { type: 'string' },
+      'min-size': { type: 'string' },
+      'max-size': { type: 'string' },
+      limit: { type: 'string' },
+      offset: { type: 'string' },
+    },
+  });
+  if (command === 'delete' && (!values.tenant || !values.path)) throw new UsageError('admin delete needs --tenant and --path');
+  if (command === 'delete-user' && !values.user) throw new UsageError('admin delete-user needs --user');
+  const sizeOf = (name: 'min-size' | 'max-size') => {
+    if (values[name] === undefined) return undefined;
+    const bytes = parseSize(values[name]);
+    if (bytes === undefined) throw new UsageError(`--${name} is a size such as 10MiB`);
+    return String(bytes);
+  };
+  const params = { tenant: values.tenant, user: values.user, path: values.path, since: values.since, until: values.until, min_size: sizeOf('min-size'), max_size: sizeOf('max-size'), limit: values.limit, offset: values.offset };
+  // The URL and the token from config.toml unless given.
+  const config = values.url !== undefined && values.token !== undefined ? undefined : readConfig(values.config).config;
+  const token = values.token ?? config?.AdminToken ?? '';
+  if (token === '') throw new UsageError('admin needs AdminToken in config.toml (or --token)');
+  const { runAdmin } = await import('./cli-admin.js');
+  return runAdmin(command!, params, { base: values.url ?? operatorsUrlOf(config!), token, json: values.json, stdout: process.stdout, stderr: process.stderr });
+}
+
 async function serve(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -204,6 +250,7 @@ async function main(argv: string[]): Promise<void> {
     if (argv[0] === 'sign') sign(argv.slice(1));
     else if (argv[0] === 'grant') await grant(argv.slice(1));
     else if (argv[0] === 'upload') process.exitCode = await upload(argv.slice(1));
+    else if (argv[0] === 'admin') process.exitCode = await admin(argv.slice(1));
     else await serve(argv);
   } catch (err) {
     if (err instanceof ConfigError) {

@@ -1,6 +1,7 @@
-// The operators' listener on ListenIPMetrics:MetricsPort, apart from the public port: /metrics (Prometheus),
-// /healthz (the process serves) and /readyz (it can do its work: the store takes a write, and Redis and clamd
-// answer when they are switched on; 503 with a JSON body naming what is down).
+// The operators' listener on ListenIPMetrics:MetricsPort, apart from the public port: /metrics (Prometheus,
+// with MetricsEnabled), /healthz (the process serves), /readyz (it can do its work: the store takes a write,
+// and Redis, clamd and S3 answer when they are switched on; 503 with a JSON body naming what is down) and, with
+// an AdminToken, the admin API below /admin/ (server/admin-api.ts).
 import { randomBytes } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
@@ -13,7 +14,10 @@ import type { Logger } from './logger.js';
 export type ReadinessCheck = () => Promise<boolean>;
 
 export interface MetricsListenerDeps {
-  registry: Registry;
+  /** MetricsEnabled: /metrics. */
+  registry?: Registry;
+  /** AdminToken: the admin API below /admin/. */
+  admin?: (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => Promise<void>;
   host: string;
   port: number;
   /** Named checks, e.g. store, redis, clamd. */
@@ -28,6 +32,13 @@ export interface MetricsListener {
 }
 
 const CHECK_TIMEOUT_MS = 2000;
+
+/** Every check run at once, each bounded in time: what /readyz answers. */
+export async function readiness(checks: Record<string, ReadinessCheck>): Promise<{ ready: boolean; checks: Record<string, string> }> {
+  const names = Object.keys(checks);
+  const results = await Promise.all(names.map((name) => runCheck(checks[name]!)));
+  return { ready: results.every((r) => r === 'ok'), checks: Object.fromEntries(names.map((name, i) => [name, results[i]!])) };
+}
 
 /** The store check: a file can be created and removed where uploads are staged. */
 export function storeWritable(stagingDir: string): ReadinessCheck {
@@ -60,19 +71,18 @@ export async function startMetricsListener(deps: MetricsListenerDeps): Promise<M
   const server = http.createServer((req, res) => {
     void (async () => {
       const url = (req.url ?? '/').split('?')[0];
-      if (req.method !== 'GET' && req.method !== 'HEAD') {
+      if (deps.admin && url?.startsWith('/admin/')) {
+        await deps.admin(req, res, new URL(req.url ?? '/', 'http://admin'));
+      } else if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Type': 'text/plain' }).end('Method not allowed\n');
-      } else if (url === '/metrics') {
+      } else if (url === '/metrics' && deps.registry) {
         const body = await deps.registry.metrics();
         res.writeHead(200, { 'Content-Type': deps.registry.contentType }).end(body);
       } else if (url === '/healthz') {
         res.writeHead(200, { 'Content-Type': 'text/plain' }).end('ok\n');
       } else if (url === '/readyz') {
-        const names = Object.keys(deps.checks);
-        const results = await Promise.all(names.map((name) => runCheck(deps.checks[name]!)));
-        const checks = Object.fromEntries(names.map((name, i) => [name, results[i]!]));
-        const ready = results.every((r) => r === 'ok');
-        res.writeHead(ready ? 200 : 503, { 'Content-Type': 'application/json' }).end(`${JSON.stringify({ ready, checks })}\n`);
+        const answer = await readiness(deps.checks);
+        res.writeHead(answer.ready ? 200 : 503, { 'Content-Type': 'application/json' }).end(`${JSON.stringify(answer)}\n`);
       } else {
         res.writeHead(404, { 'Content-Type': 'text/plain' }).end('Not found\n');
       }

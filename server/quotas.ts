@@ -6,6 +6,7 @@
 // Redis for several instances) and are recounted from the stored metadata, which is the truth.
 import { HttpError, httpError, RETRY_AFTER_SECONDS } from './errors.js';
 import type { Logger } from './logger.js';
+import type { AuditLog } from './audit-log.js';
 import type { FileMetadata } from '../stores/file-metadata.js';
 import type { StoredRecord } from '../stores/storage.js';
 
@@ -110,7 +111,16 @@ export interface QuotaDeps {
   /** Prefix of files whose metadata names none. */
   defaultPrefix: string;
   logger: Logger;
+  /** AuditLogFile: every refusal, with what the caller says of the upload. */
+  audit?: AuditLog;
   now?: () => Date;
+}
+
+/** What the audit line of a refusal says of the upload. */
+export interface ChargeContext {
+  path?: string;
+  client?: string;
+  door: string;
 }
 
 export interface Quotas {
@@ -121,7 +131,7 @@ export interface Quotas {
    * E_TENANT_QUOTA with the reason otherwise. Returns the day it counts for, and the refund for an upload
    * that is then not stored.
    */
-  reserve(tenant: string, user: string | undefined, size: number): Promise<Reservation>;
+  reserve(tenant: string, user: string | undefined, size: number, context?: ChargeContext): Promise<Reservation>;
   /** A stored copy went: its bytes and its file are free again. */
   removed(meta: FileMetadata): Promise<void>;
   /** Gives back a charge made by reserve() (an upload that holds one and was not stored after all). */
@@ -159,7 +169,7 @@ export function createQuotas(deps: QuotaDeps): Quotas {
       const limits = limitsOf(tenant);
       return limits !== undefined && hasQuota(limits);
     },
-    async reserve(tenant, user, size) {
+    async reserve(tenant, user, size, context) {
       const limits = limitsOf(tenant);
       const day = utcDay(now());
       if (!limits || !hasQuota(limits)) return { day, refund: () => Promise.resolve() };
@@ -168,6 +178,7 @@ export function createQuotas(deps: QuotaDeps): Quotas {
       if (refusal) {
         const code = refusal.limit === 'tenant-bytes' ? 'E_TENANT_QUOTA' : 'E_QUOTA';
         counters.refused[code] = (counters.refused[code] ?? 0) + 1;
+        deps.audit?.record({ action: 'quota_refused', tenant, size, door: context?.door ?? 'unknown', ...(context?.path !== undefined ? { path: context.path } : {}), ...(user !== undefined ? { user } : {}), ...(context?.client !== undefined ? { client: context.client } : {}), limit: refusal.limit });
         throw httpError(code, { message: refusalMessage(refusal) });
       }
       let refunded = false;

@@ -32,7 +32,8 @@ import { MemoryQuotaLedger } from './quota-ledger-memory.js';
 import { RedisQuotaLedger } from './quota-ledger-redis.js';
 import { pendingCharges } from '../hooks/tus-quota.js';
 import { createMetrics, type Metrics } from './metrics.js';
-import { startMetricsListener, storeWritable } from './metrics-listener.js';
+import { readiness, startMetricsListener, storeWritable } from './metrics-listener.js';
+import { adminApi } from './admin-api.js';
 import { addressMatcher } from './address-list.js';
 import { createConnectionCap } from './connection-cap.js';
 import { createTlsContext, type TlsContext, type TlsTuning } from './tls.js';
@@ -106,11 +107,11 @@ async function startDedup(config: Config, logger: Logger, layout: FileLayout, st
  * the stored metadata at start (in Redis: when they are not there, e.g. after Redis restarted empty) and
  * again whenever a check finds them missing or a refund could not be written.
  */
-async function startQuotas(config: Config, logger: Logger, tenants: readonly TenantStore[], storage: Storage, redis: Redis | undefined, locks: Locks, now?: () => Date): Promise<{ quotas: Quotas; close: () => void } | undefined> {
+async function startQuotas(config: Config, logger: Logger, tenants: readonly TenantStore[], storage: Storage, redis: Redis | undefined, locks: Locks, audit: AuditLog | undefined, now?: () => Date): Promise<{ quotas: Quotas; close: () => void } | undefined> {
   const limits = new Map(tenants.map(({ tenant }) => [tenant.prefix, tenant.quotas]));
   if (![...limits.values()].some(hasQuota)) return undefined;
   const ledger = redis ? new RedisQuotaLedger(redis) : new MemoryQuotaLedger();
-  const quotas = createQuotas({ ledger, limits, defaultPrefix: config.UploadSubDir, logger, ...(now ? { now } : {}) });
+  const quotas = createQuotas({ ledger, limits, defaultPrefix: config.UploadSubDir, logger, ...(audit ? { audit } : {}), ...(now ? { now } : {}) });
   const check = async () => {
     try {
       if (!quotas.stale() && (!(ledger instanceof RedisQuotaLedger) || (await ledger.ready()))) return;
@@ -207,7 +208,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
   const storage = await openStorage(config, logger, tenants[0]!.layout, locks, options.s3);
   const deduplication = config.DeduplicationEnabled ? await startDedup(config, logger, tenants[0]!.layout, storage, redis, locks) : undefined;
   const dedup = deduplication?.dedup;
-  const quota = await startQuotas(config, logger, tenants, storage, redis, locks, options.now);
+  const quota = await startQuotas(config, logger, tenants, storage, redis, locks, audit, options.now);
   const quotas = quota?.quotas;
   const removed =
     dedup || quotas
@@ -254,20 +255,37 @@ export async function startServer(config: Config, logger: Logger, options: Start
   };
   void expire();
   const expirer = setInterval(() => void expire(), sweepInterval(config.FileTTL)).unref();
-  const operators = metrics
-    ? await startMetricsListener({
-        registry: metrics.registry,
-        host: config.ListenIPMetrics,
-        port: config.MetricsPort,
-        checks: {
-          store: storeWritable(stagingDir),
-          ...(redis ? { redis: async () => (await redis.ping()) === 'PONG' } : {}),
-          ...(scan ? { clamd: () => scan.check() } : {}),
-          ...(storage.check ? { [storage.kind]: () => storage.check!() } : {}),
-        },
+  const checks = {
+    store: storeWritable(stagingDir),
+    ...(redis ? { redis: async () => (await redis.ping()) === 'PONG' } : {}),
+    ...(scan ? { clamd: () => scan.check() } : {}),
+    ...(storage.check ? { [storage.kind]: () => storage.check!() } : {}),
+  };
+  const admin = config.AdminToken
+    ? adminApi({
+        token: config.AdminToken,
+        files,
+        records: () => storage.records(),
+        ...(removed ? { removed } : {}),
+        ...(quotas ? { quotas } : {}),
+        ...(audit ? { audit } : {}),
+        health: () => readiness(checks),
+        defaultPrefix: config.UploadSubDir,
         logger,
       })
     : undefined;
+  // The operators' port: metrics, the admin API, or both.
+  const operators =
+    metrics || admin
+      ? await startMetricsListener({
+          ...(metrics ? { registry: metrics.registry } : {}),
+          ...(admin ? { admin } : {}),
+          host: config.ListenIPMetrics,
+          port: config.MetricsPort,
+          checks,
+          logger,
+        })
+      : undefined;
   if (metrics) {
     metrics.attach({
       ...(tus ? { tus: tus.counters } : {}),

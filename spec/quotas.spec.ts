@@ -4,7 +4,7 @@
 // two instances sharing Redis enforce one quota.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -41,7 +41,7 @@ describe('quotas', function () {
   });
 
   it('lets 20 parallel PUTs of one user end at the quota, not above it, and the refused ones leave nothing', async () => {
-    const server = await start({ Tenants: [{ ...EJ, MaxBytesPerUser: '100KiB' }] });
+    const server = await start({ AuditLogFile: 'audit.log', Tenants: [{ ...EJ, MaxBytesPerUser: '100KiB' }] });
     const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => putAs(server, 'alice@example.org', `f${i}.bin`, randomBytes(10 * KiB))));
     const statuses = answers.map((a) => a.status).sort();
     assert.deepEqual(statuses, [...Array<number>(10).fill(201), ...Array<number>(10).fill(413)]);
@@ -52,6 +52,15 @@ describe('quotas', function () {
     assert.deepEqual(await filesBelow(path.join(server.storeDir, '.hmac', 'staging')), []);
     // Another user has a quota of their own.
     assert.equal((await putAs(server, 'bob@example.org', 'b.bin', randomBytes(10 * KiB))).status, 201);
+    // Each refusal is an audit line.
+    const audit = (await readFile(path.join(server.storeDir, 'audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const refusals = audit.filter((l) => l.action === 'quota_refused');
+    assert.equal(refusals.length, 10);
+    assert.deepEqual(
+      [...new Set(refusals.map((l) => [l.tenant, l.user, l.size, l.door, l.client, l.limit].join(' ')))],
+      [`ej ${user('alice@example.org')} ${10 * KiB} legacy 127.0.0.1 user-bytes`],
+    );
+    assert.ok(refusals.every((l) => typeof l.path === 'string' && (l.path as string).startsWith(user('alice@example.org'))));
   });
 
   it('gives the charge of an upload that is not stored back (a body cut short)', async () => {
