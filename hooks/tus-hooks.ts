@@ -116,10 +116,26 @@ export function createTusHooks(deps: TusHookDeps) {
   };
 
   return {
-    /** Tus-Max-Size and the 413 limit: the grant's max_size within MaxUploadSize; both are >= 1, never the library's "0 = no limit". */
-    maxSize(req: TusRequest): number {
+    /**
+     * Tus-Max-Size and the 413 limit: the grant's max_size within MaxUploadSize; both are >= 1, never the
+     * library's "0 = no limit". For a PATCH of an upload whose length is deferred (so not charged yet), also
+     * what its uploader's quota has room for: it is stopped as its bytes arrive, not only at its commit.
+     */
+    async maxSize(req: TusRequest, id?: string | null): Promise<number> {
       const grant = grantOf(req);
-      return grant ? Math.min(deps.maxUploadSize, grant.maxSize) : deps.maxUploadSize;
+      const limit = grant ? Math.min(deps.maxUploadSize, grant.maxSize) : deps.maxUploadSize;
+      const node = nodeRequestOf(req);
+      if (!id || !deps.quotas?.applies(deps.uploadSubDir) || node?.method !== 'PATCH') return limit;
+      const record = await deps.store.configstore.get(id).catch(() => undefined);
+      if (!record || record.size !== undefined || record.metadata?.[CHARGED_KEY] || record.metadata?.[PARTIAL_KEY]) return limit;
+      const user = record.metadata?.[OWNER_KEY] || undefined;
+      const room = await deps.quotas.headroom(deps.uploadSubDir, user);
+      if (!room) return limit;
+      // The bytes this PATCH would bring the upload to, as far as its headers say.
+      const declared = Number(node.headers['upload-length'] ?? NaN);
+      const reach = Number.isFinite(declared) ? declared : Number(node.headers['upload-offset'] ?? 0) + Number(node.headers['content-length'] ?? 0);
+      if (reach > room.bytes) deps.quotas.refuse(room.refusal, { tenant: deps.uploadSubDir, ...(user ? { user } : {}), size: reach, door: 'tus', path: record.metadata?.[TARGET_KEY] ?? id, client: clientIp(node) });
+      return Math.max(1, Math.min(limit, room.bytes));
     },
 
     async onUploadCreate(req: TusRequest, upload: Upload): Promise<{ metadata: Record<string, string | null> }> {

@@ -134,6 +134,13 @@ export interface Quotas {
   reserve(tenant: string, user: string | undefined, size: number, context?: ChargeContext): Promise<Reservation>;
   /** A stored copy went: its bytes and its file are free again. */
   removed(meta: FileMetadata): Promise<void>;
+  /**
+   * What the user may still upload before a limit refuses them, and that limit's refusal (for an upload not yet
+   * charged, to stop it as its bytes arrive); undefined when no limit applies.
+   */
+  headroom(tenant: string, user: string | undefined): Promise<{ bytes: number; refusal: Refusal } | undefined>;
+  /** The refusal of an upload of size bytes over headroom: the error reserve() would throw. */
+  refuse(refusal: Refusal, context: { tenant: string; user?: string; size: number } & ChargeContext): never;
   /** Gives back a charge made by reserve() (an upload that holds one and was not stored after all). */
   refund(charge: Charge): Promise<void>;
   /** The UTC day a charge made now counts for. */
@@ -164,6 +171,13 @@ export function createQuotas(deps: QuotaDeps): Quotas {
       deps.logger.warn('quota.refund_failed', { tenant: charge.tenant, cause: err instanceof Error ? err.message : String(err), note: 'counted again once the ledger answers' });
     });
   const limitsOf = (tenant: string) => deps.limits.get(tenant);
+  const refuse = (refusal: Refusal, context: { tenant: string; user?: string; size: number } & ChargeContext): never => {
+    const code = refusal.limit === 'tenant-bytes' ? 'E_TENANT_QUOTA' : 'E_QUOTA';
+    counters.refused[code] = (counters.refused[code] ?? 0) + 1;
+    const { tenant, user, size, path, client, door } = context;
+    deps.audit?.record({ action: 'quota_refused', tenant, size, door, ...(path !== undefined ? { path } : {}), ...(user !== undefined ? { user } : {}), ...(client !== undefined ? { client } : {}), limit: refusal.limit });
+    throw httpError(code, { message: refusalMessage(refusal) });
+  };
   return {
     applies: (tenant) => {
       const limits = limitsOf(tenant);
@@ -175,12 +189,7 @@ export function createQuotas(deps: QuotaDeps): Quotas {
       if (!limits || !hasQuota(limits)) return { day, refund: () => Promise.resolve() };
       const charge: Charge = { tenant, ...(user !== undefined ? { user } : {}), bytes: size, files: 1, day };
       const refusal = await deps.ledger.charge(charge, limits).catch(ledgerDown);
-      if (refusal) {
-        const code = refusal.limit === 'tenant-bytes' ? 'E_TENANT_QUOTA' : 'E_QUOTA';
-        counters.refused[code] = (counters.refused[code] ?? 0) + 1;
-        deps.audit?.record({ action: 'quota_refused', tenant, size, door: context?.door ?? 'unknown', ...(context?.path !== undefined ? { path: context.path } : {}), ...(user !== undefined ? { user } : {}), ...(context?.client !== undefined ? { client: context.client } : {}), limit: refusal.limit });
-        throw httpError(code, { message: refusalMessage(refusal) });
-      }
+      if (refusal) refuse(refusal, { tenant, ...(user !== undefined ? { user } : {}), size, door: context?.door ?? 'unknown', ...context });
       let refunded = false;
       return {
         day,
@@ -218,6 +227,21 @@ export function createQuotas(deps: QuotaDeps): Quotas {
       deps.logger.info('quota.recounted', { tenants: totals.tenants.size, users: totals.users.size });
     },
     usage: (tenant, user) => deps.ledger.usage(tenant, user, utcDay(now())),
+    async headroom(tenant, user) {
+      const limits = limitsOf(tenant);
+      if (!limits || !hasQuota(limits)) return undefined;
+      const day = utcDay(now());
+      const [inTenant, own] = await Promise.all([deps.ledger.usage(tenant, undefined, day), user !== undefined ? deps.ledger.usage(tenant, user, day) : undefined]).catch(ledgerDown);
+      const room: Array<{ bytes: number; refusal: Refusal }> = [];
+      if (limits.tenantBytes > 0) room.push({ bytes: limits.tenantBytes - inTenant.bytes, refusal: { limit: 'tenant-bytes', used: inTenant.bytes, max: limits.tenantBytes } });
+      if (own && limits.userBytes > 0) room.push({ bytes: limits.userBytes - own.bytes, refusal: { limit: 'user-bytes', used: own.bytes, max: limits.userBytes } });
+      if (own && limits.userDailyBytes > 0) room.push({ bytes: limits.userDailyBytes - own.today, refusal: { limit: 'user-day', used: own.today, max: limits.userDailyBytes } });
+      if (own && limits.userFiles > 0 && own.files >= limits.userFiles) room.push({ bytes: 0, refusal: { limit: 'user-files', used: own.files, max: limits.userFiles } });
+      if (room.length === 0) return undefined;
+      const tightest = room.reduce((a, b) => (b.bytes < a.bytes ? b : a));
+      return { ...tightest, bytes: Math.max(0, tightest.bytes) };
+    },
+    refuse,
     refund: (charge) => (limitsOf(charge.tenant) && hasQuota(limitsOf(charge.tenant)!) ? refund(charge) : Promise.resolve()),
     today: () => utcDay(now()),
     counters,

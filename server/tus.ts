@@ -140,7 +140,7 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
       return node ? publicUrl(node, `${path}/${id}`) : `${path}/${id}`;
     },
     disableTerminationForFinishedUploads: true,
-    maxSize: (req) => hooks.maxSize(req as TusRequest),
+    maxSize: (req, id) => hooks.maxSize(req as TusRequest, id),
     onUploadCreate: (req, upload) => hooks.onUploadCreate(req as TusRequest, upload),
     onUploadFinish: (req, upload) => hooks.onUploadFinish(req as TusRequest, upload),
     onResponseError: (req, err) => answerTusError(req as TusRequest, err, { logger, store, created }),

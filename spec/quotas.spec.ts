@@ -165,6 +165,8 @@ describe('quotas', function () {
       assert.deepEqual(created.map((c) => c.status).sort(), [...Array<number>(10).fill(201), ...Array<number>(10).fill(413)]);
       assert.match(created.find((c) => c.status === 413)!.body.toString(), /^Quota exceeded: 100 KiB of 100 KiB used\n$/);
       const locations = created.filter((c) => c.status === 201).map((c) => c.headers.location!);
+      // The refused creations left no upload behind.
+      assert.equal((await readdir(path.join(server.storeDir, '.hmac', 'tus'))).filter((n) => n.endsWith('.json')).length, 10);
       for (const location of locations.slice(1)) assert.equal((await patch(server, grant, location, 0, randomBytes(10 * KiB))).status, 204);
       assert.deepEqual(await server.running.quotas!.usage('upload', 'alice@example.org'), { bytes: 100 * KiB, files: 10, today: 100 * KiB });
       // The one never sent is terminated: its charge comes back, and another upload fits.
@@ -173,21 +175,39 @@ describe('quotas', function () {
       assert.equal((await create(server, grant, { 'Upload-Length': 10 * KiB })).status, 201);
     });
 
-    it('charges an upload of deferred length at its commit, and refuses it there when it does not fit', async () => {
+    it('stops an upload of deferred length as its bytes arrive, and charges it at its commit', async () => {
       const server = await start({ MaxBytesPerUser: '20KiB' });
       const grant = await grantFor(server, { subject: 'bob' });
       const created = await create(server, grant, { 'Upload-Defer-Length': 1 });
       assert.equal(created.status, 201);
       const location = created.headers.location!;
       assert.equal((await patch(server, grant, location, 0, randomBytes(15 * KiB))).status, 204);
-      const over = await patch(server, grant, location, 15 * KiB, randomBytes(10 * KiB), { 'Upload-Length': 25 * KiB });
+      // 25 KiB would not fit: refused before the bytes are written, and the upload stays where it was.
+      const over = await patch(server, grant, location, 15 * KiB, randomBytes(10 * KiB));
       assert.equal(over.status, 413);
       assert.equal(over.body.toString(), 'Quota exceeded: 0 bytes of 20 KiB used\n');
-      assert.equal((await rawRequest(server.url, 'HEAD', new URL(location).pathname, tus(grant))).status, 404, 'the refused upload is gone');
-      assert.deepEqual(await server.running.quotas!.usage('upload', 'bob'), { bytes: 0, files: 0, today: 0 });
-      const fits = await create(server, grant, { 'Upload-Defer-Length': 1 });
-      assert.equal((await patch(server, grant, fits.headers.location!, 0, randomBytes(5 * KiB), { 'Upload-Length': 5 * KiB })).status, 204);
-      assert.equal((await server.running.quotas!.usage('upload', 'bob')).bytes, 5 * KiB);
+      const head = await rawRequest(server.url, 'HEAD', new URL(location).pathname, tus(grant));
+      assert.equal(head.headers['upload-offset'], String(15 * KiB));
+      assert.equal((await patch(server, grant, location, 15 * KiB, randomBytes(10 * KiB), { 'Upload-Length': 25 * KiB })).status, 413);
+      // What fits is stored, and charged.
+      assert.equal((await patch(server, grant, location, 15 * KiB, randomBytes(3 * KiB), { 'Upload-Length': 18 * KiB })).status, 204);
+      assert.deepEqual(await server.running.quotas!.usage('upload', 'bob'), { bytes: 18 * KiB, files: 1, today: 18 * KiB });
+    });
+
+    it('refuses at its commit a deferred upload that another one filled the room of meanwhile, and keeps nothing of it', async () => {
+      const server = await start({ MaxBytesPerUser: '20KiB' });
+      const grant = await grantFor(server, { subject: 'dora' });
+      const [a, b] = [await create(server, grant, { 'Upload-Defer-Length': 1 }), await create(server, grant, { 'Upload-Defer-Length': 1 })];
+      // Each fits while neither is charged: a sends 15 KiB, b declares 15 KiB and sends 10.
+      assert.equal((await patch(server, grant, a.headers.location!, 0, randomBytes(15 * KiB))).status, 204);
+      assert.equal((await patch(server, grant, b.headers.location!, 0, randomBytes(10 * KiB), { 'Upload-Length': 15 * KiB })).status, 204);
+      // a ends first and is charged; b's last bytes then find no room at its commit.
+      assert.equal((await patch(server, grant, a.headers.location!, 15 * KiB, Buffer.alloc(0), { 'Upload-Length': 15 * KiB })).status, 204);
+      const late = await patch(server, grant, b.headers.location!, 10 * KiB, randomBytes(5 * KiB));
+      assert.equal(late.status, 413);
+      assert.equal(late.body.toString(), 'Quota exceeded: 15 KiB of 20 KiB used\n');
+      assert.equal((await rawRequest(server.url, 'HEAD', new URL(b.headers.location!).pathname, tus(grant))).status, 404, 'the refused upload is gone');
+      assert.deepEqual(await server.running.quotas!.usage('upload', 'dora'), { bytes: 15 * KiB, files: 1, today: 15 * KiB });
     });
 
     it('counts an upload in progress that holds a charge again after a restart', async () => {
