@@ -95,7 +95,7 @@ export function legacyRouter(deps: LegacyRouterDeps): Router {
     if (grant.contentType !== undefined) checkUploadType(grant.contentType);
     if (size > deps.maxUploadSize) throw httpError('E_TOO_LARGE', { message: `File too large (limit ${deps.maxUploadSize} bytes)` });
     checkExtension(deps.allowedExtensions, path);
-    // Cheap early answer; the link in commitUpload() is what decides a race.
+    // Cheap early answer; the placement in commitUpload() is what decides a race.
     if (!deps.versioning && (await files.exists(path))) throw httpError('E_EXISTS');
 
     // Quotas before the body: a refused upload is answered before its first byte is read.

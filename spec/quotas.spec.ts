@@ -60,7 +60,7 @@ describe('quotas', function () {
       [...new Set(refusals.map((l) => [l.tenant, l.user, l.size, l.door, l.client, l.limit].join(' ')))],
       [`ej ${user('alice@example.org')} ${10 * KiB} legacy 127.0.0.1 user-bytes`],
     );
-    assert.ok(refusals.every((l) => typeof l.path === 'string' && (l.path as string).startsWith(user('alice@example.org'))));
+    assert.ok(refusals.every((l) => typeof l.path === 'string' && l.path.startsWith(user('alice@example.org'))));
   });
 
   it('gives the charge of an upload that is not stored back (a body cut short)', async () => {
