@@ -21,7 +21,7 @@ import { IV_KEY, KEY_ID_KEY, clientMetadata, type CountingFileStore } from '../s
 import { checkUploadType } from '../middleware/media-type.js';
 import { note } from '../middleware/request-notes.js';
 import type { PublicUrl } from '../server/public-url.js';
-import type { Quotas } from '../server/quotas.js';
+import type { Quotas, Reservation } from '../server/quotas.js';
 
 /** Metadata keys the server sets; a client sending them has them removed. */
 export const OWNER_KEY = 'hfs_owner';
@@ -78,6 +78,8 @@ export interface TusHookDeps {
   partials: WeakSet<IncomingMessage>;
   /** The upload each creating request made, so a creation that fails later can remove it. */
   created: WeakMap<IncomingMessage, string>;
+  /** The quota charge each creating request made, so a creation that fails before its record exists gives it back. */
+  charges: WeakMap<IncomingMessage, Reservation>;
   layout: FileLayout;
   /** Where the default tenant's uploads are committed. */
   files: CommittedFiles;
@@ -172,10 +174,23 @@ export function createTusHooks(deps: TusHookDeps) {
         }
         // Charged before any byte arrives, when the length is known (a deferred one is charged at the commit).
         const charged = upload.size !== undefined && deps.quotas?.applies(deps.uploadSubDir) ? await deps.quotas.reserve(deps.uploadSubDir, grant.subject, upload.size, { path: target, door: 'tus', ...(node ? { client: clientIp(node) } : {}) }) : undefined;
+        if (node && charged) deps.charges.set(node, charged);
         return { metadata: { ...client, ...ours, [TARGET_KEY]: target, ...(charged ? { [CHARGED_KEY]: charged.day } : {}) } };
       } catch (err) {
         throw new TusHookError(err);
       }
+    },
+
+    /**
+     * A creation failed before its record was written (a full disk): the charge it made has no record to be
+     * given back through, so it is given back here.
+     */
+    async refundCreation(req: TusRequest): Promise<void> {
+      const node = nodeRequestOf(req);
+      const charged = node ? deps.charges.get(node) : undefined;
+      if (!node || !charged) return;
+      deps.charges.delete(node);
+      await charged.refund();
     },
 
     async onUploadFinish(req: TusRequest, finished: Upload): Promise<{ headers: Record<string, string> }> {

@@ -238,7 +238,13 @@ export function ietfUploads(deps: IetfUploadDeps) {
       throw err instanceof TusHookError ? toHttp(err.cause) : err;
     }
     upload.creation_date = new Date().toISOString();
-    await store.create(upload);
+    try {
+      await store.create(upload);
+    } catch (err) {
+      // No record to give a quota charge back through: it is given back here.
+      await deps.hooks.refundCreation(tusReq);
+      throw err;
+    }
     deps.counters.created += 1;
     const location = deps.publicUrl(req, `${deps.tusPath}${upload.id}`);
     const record = (await store.configstore.get(upload.id))!;

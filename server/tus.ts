@@ -21,7 +21,7 @@ import { ietfUploads } from '../middleware/ietf-upload.js';
 import { grantKey, type Grant } from '../middleware/upload-grant.js';
 import type { CommittedFiles } from '../stores/storage.js';
 import type { AuditLog } from './audit-log.js';
-import type { Quotas } from './quotas.js';
+import type { Quotas, Reservation } from './quotas.js';
 import { pendingCharge } from '../hooks/tus-quota.js';
 import type { FileLayout } from '../stores/file-layout.js';
 import type { KeyRing } from '../stores/key-ring.js';
@@ -60,7 +60,7 @@ export interface TusDoorDeps {
  * one-line text and its headers (Retry-After); never an errno or a path. The library logs nothing, so 5xx are
  * logged here with their cause.
  */
-async function answerTusError(req: TusRequest, err: unknown, deps: { logger: Logger; store: CountingFileStore; created: WeakMap<IncomingMessage, string> }): Promise<{ status_code: number; body: string }> {
+async function answerTusError(req: TusRequest, err: unknown, deps: { logger: Logger; store: CountingFileStore; created: WeakMap<IncomingMessage, string>; refundCreation: (req: TusRequest) => Promise<void> }): Promise<{ status_code: number; body: string }> {
   const { logger } = deps;
   const error = toHttp(err);
   const node = req.runtime?.node;
@@ -68,7 +68,12 @@ async function answerTusError(req: TusRequest, err: unknown, deps: { logger: Log
   // A creation that fails after its upload was made (creation-with-upload on a full disk, a body that broke
   // off) answers without Location: nobody can resume that upload, so it must not hold its bytes until expiry.
   const orphan = node ? deps.created.get(node.req) : undefined;
-  if (orphan !== undefined && node?.req.method === 'POST') await deps.store.remove(orphan).catch(() => undefined);
+  if (orphan !== undefined && node?.req.method === 'POST') {
+    const recorded = await deps.store.configstore.get(orphan).catch(() => undefined);
+    // Removing a recorded upload gives its quota charge back (the store's discarded); one never recorded cannot.
+    await deps.store.remove(orphan).catch(() => undefined);
+    if (!recorded) await deps.refundCreation(req);
+  }
   const fields = { status: error.status, method: node?.req.method, path: node ? requestPath(node.req as Request) : undefined };
   if (error.status >= 500) {
     const cause = error.cause ?? err;
@@ -110,12 +115,14 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
   const grants = new WeakMap<IncomingMessage, Grant>();
   const partials = new WeakSet<IncomingMessage>();
   const created = new WeakMap<IncomingMessage, string>();
+  const charges = new WeakMap<IncomingMessage, Reservation>();
   const hooks = createTusHooks({
     // concatenations is made below, with these hooks; a partial finishes only once requests arrive.
     onPartialFinished: (id, req) => concatenations.partialFinished(id, req),
     grants,
     partials,
     created,
+    charges,
     keys,
     layout,
     files,
@@ -143,7 +150,7 @@ export function createTusDoor({ config, logger, keys, layout, files, commitUploa
     maxSize: (req, id) => hooks.maxSize(req as TusRequest, id),
     onUploadCreate: (req, upload) => hooks.onUploadCreate(req as TusRequest, upload),
     onUploadFinish: (req, upload) => hooks.onUploadFinish(req as TusRequest, upload),
-    onResponseError: (req, err) => answerTusError(req as TusRequest, err, { logger, store, created }),
+    onResponseError: (req, err) => answerTusError(req as TusRequest, err, { logger, store, created, refundCreation: (r) => hooks.refundCreation(r) }),
   });
   tus.on(EVENTS.POST_CREATE, () => (counters.created += 1));
   tus.on(EVENTS.POST_FINISH, () => (counters.finished += 1));

@@ -295,6 +295,29 @@ describe('resources: a full disk under tus (tmpfs StoreDir)', function () {
     });
   }
 
+  it('answers 507 to a creation-with-upload larger than the free space under a quota, and gives its charge back', async function () {
+    // Its own server: the quota is counted in that process.
+    await store.server.close();
+    store.server = await startTestServer({ StoreDir: store.tmpfs.dir, MaxUploadSize: '8MiB', MaxBytesPerUser: '8MiB' });
+    assert.equal(await store.tmpfs.fill(256 * KiB), 256 * KiB);
+    const res = await tusPost(store, MiB, {}, randomBytes(MiB));
+    assertInsufficientStorage(res);
+    assert.deepEqual(await store.server.running.quotas!.usage('upload', 'alice'), { bytes: 0, files: 0, today: 0 });
+  });
+
+  for (const [what, exhaust] of [
+    ['no inode is left', (tmpfs: Tmpfs) => tmpfs.fillInodes(0)],
+    ['no byte is left (the empty data file fits, its record does not)', (tmpfs: Tmpfs) => tmpfs.fill(0)],
+  ] as const) {
+    it(`gives the quota charge of a creation back when ${what}`, async () => {
+      await store.server.close();
+      store.server = await startTestServer({ StoreDir: store.tmpfs.dir, MaxUploadSize: '8MiB', MaxBytesPerUser: '8MiB' });
+      await exhaust(store.tmpfs);
+      assertInsufficientStorage(await tusPost(store, 1000));
+      assert.deepEqual(await store.server.running.quotas!.usage('upload', 'alice'), { bytes: 0, files: 0, today: 0 });
+    });
+  }
+
   it('answers 507 to a PATCH larger than the free space; HEAD reports the bytes on disk and the upload resumes from there', async () => {
     const data = randomBytes(MiB);
     const created = await tusPost(store, data.length);
