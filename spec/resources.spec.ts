@@ -594,7 +594,8 @@ describe('resources: out of file descriptors (child process under prlimit)', fun
     while (sockets.length < MAX_SOCKETS && Date.now() - started < 20_000 && LIMIT - (await inUse()) > 1) {
       const held = await inUse();
       await idle(server.url);
-      await eventually(async () => assert.ok((await inUse()) > held), 500).catch(() => undefined);
+      // A message of its own: without one, assert would read and parse this source file for every failed try.
+      await eventually(async () => assert.ok((await inUse()) > held, 'the server has not taken the connection yet'), 500).catch(() => undefined);
     }
     assert.equal(LIMIT - (await inUse()), 1, 'could not bring the server to one free descriptor');
     const last = await outcomeOf(childPut(server, 'fd/last.bin', randomBytes(1000)));
@@ -617,7 +618,8 @@ describe('resources: out of file descriptors (child process under prlimit)', fun
     while (first.length < LIMIT && Date.now() - started < 20_000 && LIMIT - (await inUse()) > 6) {
       const held = await inUse();
       first.push(await idle(server.url));
-      await eventually(async () => assert.ok((await inUse()) > held), 500).catch(() => undefined);
+      // A message of its own: without one, assert would read and parse this source file for every failed try.
+      await eventually(async () => assert.ok((await inUse()) > held, 'the server has not taken the connection yet'), 500).catch(() => undefined);
     }
     const puts = Array.from({ length: 10 }, (_, i) => outcomeOf(childPut(server, `fd/over-${i}.bin`, randomBytes(20_000))));
     const more = await Promise.all(Array.from({ length: MAX_SOCKETS - first.length - 10 }, () => idle(server.url)));
