@@ -204,13 +204,11 @@ export function adminApi(deps: AdminDeps): (req: IncomingMessage, res: ServerRes
         if (version) continue;
         const t = meta.prefix ?? deps.defaultPrefix;
         // Its path's kept versions go with it: an earlier copy of the user's file is the user's too.
-        const files = filesOf(t);
-        const removed = await files.remove(meta.path);
+        const removed = await removeCurrent(t, meta.path);
         if (removed) {
           deleted.push(fileOf(removed, deps.defaultPrefix));
           deps.audit?.record(deletion(t, removed, 'admin', peerOf(req)));
         }
-        await files.removeAllVersions(meta.path);
         gone.add(`${t}\u0000${meta.path}`);
       }
       // The user's versions of paths whose current file is someone else's.

@@ -171,6 +171,10 @@ export function createQuotas(deps: QuotaDeps): Quotas {
       deps.logger.warn('quota.refund_failed', { tenant: charge.tenant, cause: err instanceof Error ? err.message : String(err), note: 'counted again once the ledger answers' });
     });
   const limitsOf = (tenant: string) => deps.limits.get(tenant);
+  const applies = (tenant: string) => {
+    const limits = limitsOf(tenant);
+    return limits !== undefined && hasQuota(limits);
+  };
   const refuse = (refusal: Refusal, context: { tenant: string; user?: string; size: number } & ChargeContext): never => {
     const code = refusal.limit === 'tenant-bytes' ? 'E_TENANT_QUOTA' : 'E_QUOTA';
     counters.refused[code] = (counters.refused[code] ?? 0) + 1;
@@ -179,10 +183,7 @@ export function createQuotas(deps: QuotaDeps): Quotas {
     throw httpError(code, { message: refusalMessage(refusal) });
   };
   return {
-    applies: (tenant) => {
-      const limits = limitsOf(tenant);
-      return limits !== undefined && hasQuota(limits);
-    },
+    applies,
     async reserve(tenant, user, size, context) {
       const limits = limitsOf(tenant);
       const day = utcDay(now());
@@ -202,8 +203,7 @@ export function createQuotas(deps: QuotaDeps): Quotas {
     },
     async removed(meta) {
       const tenant = meta.prefix ?? deps.defaultPrefix;
-      const limits = limitsOf(tenant);
-      if (!limits || !hasQuota(limits)) return;
+      if (!applies(tenant)) return;
       await refund({ tenant, ...(meta.owner !== undefined ? { user: meta.owner } : {}), bytes: meta.size, files: 1 });
     },
     async recount(records, pending = []) {
@@ -242,7 +242,7 @@ export function createQuotas(deps: QuotaDeps): Quotas {
       return { ...tightest, bytes: Math.max(0, tightest.bytes) };
     },
     refuse,
-    refund: (charge) => (limitsOf(charge.tenant) && hasQuota(limitsOf(charge.tenant)!) ? refund(charge) : Promise.resolve()),
+    refund: (charge) => (applies(charge.tenant) ? refund(charge) : Promise.resolve()),
     today: () => utcDay(now()),
     counters,
     stale: () => stale,
