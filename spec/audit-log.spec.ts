@@ -3,7 +3,8 @@
 // else; logrotate's rename and SIGHUP move the lines to the new file.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFile, rename } from 'node:fs/promises';
+import { mkdtemp, readFile, rename, rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { hmacHex } from '../middleware/slot-verifier-hmac.js';
 import type { AuditEvent } from '../server/audit-log.js';
@@ -92,6 +93,28 @@ describe('the audit log (AuditLogFile)', () => {
       assert.deepEqual((await auditLines(file)).map((l) => l.path), ['after.bin']);
     } finally {
       await child.stop();
+    }
+  });
+
+  it('keeps writing to the file it has when SIGHUP cannot open the path again, and says so', async function () {
+    this.timeout(60_000);
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'hfs-audit-'));
+    const child = await startChildServer({ config: { AuditLogFile: path.join(dir, 'audit.log') } });
+    try {
+      const target = { url: child.url, config: { UploadSubDir: 'upload' } };
+      assert.equal((await signedPut(target, 'before.bin', randomBytes(100), { secret: child.secret })).status, 201);
+      // The folder is gone from under the path: nothing can be opened there any more.
+      await rename(dir, `${dir}.moved`);
+      process.kill(child.pid, 'SIGHUP');
+      const deadline = Date.now() + 10_000;
+      while (!(await child.logLines()).some((l) => l.includes('audit.reopen_failed')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.ok((await child.logLines()).some((l) => /error audit\.reopen_failed .*cause=ENOENT/.test(l)), 'no audit.reopen_failed line');
+      assert.equal((await signedPut(target, 'after.bin', randomBytes(100), { secret: child.secret })).status, 201);
+      assert.deepEqual((await auditLines(path.join(`${dir}.moved`, 'audit.log'))).map((l) => l.path), ['before.bin', 'after.bin']);
+    } finally {
+      await child.stop();
+      await rm(`${dir}.moved`, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

@@ -202,6 +202,30 @@ describe('object storage (StorageBackend = "s3", Ceph radosgw)', function () {
       assert.equal((await fetch(readyz)).status, 200);
     }));
 
+  it('starts while S3 is down and says so, answers 503 and sweeps nothing until it is back, then serves', async () => {
+    const bucket = await createBucket(s3);
+    await s3.gateway.stop();
+    let server: TestServer | undefined;
+    try {
+      server = await startTestServer({ ...bucket.config, FileTTL: '1h' });
+      assert.ok(server.logs.some((l) => /warn storage\.unavailable backend=s3 bucket=hfs-test-/.test(l)), 'no storage.unavailable line');
+      assert.equal((await signedPut(server, 'early.bin', randomBytes(100))).status, 503);
+      // The sweep's listing breaks off: said, and nothing else happens.
+      assert.equal(await server.running.expiry.sweep(Date.now() + 2 * 3_600_000), 0);
+      assert.ok(server.logs.some((l) => /warn expiry\.failed cause=/.test(l)), 'no expiry.failed line');
+    } finally {
+      await s3.gateway.start();
+    }
+    try {
+      const data = randomBytes(1000);
+      assert.equal((await signedPut(server, 'later.bin', data)).status, 201);
+      assert.deepEqual((await rawRequest(server.url, 'GET', '/upload/later.bin')).body, data);
+    } finally {
+      await server.close();
+      bucket.dispose();
+    }
+  });
+
   it('answers 503 when S3 goes away in the middle of a multipart upload, and nothing of the file becomes visible', () =>
     withServer({ MaxUploadSize: '128MiB' }, async (server, bucket) => {
       const data = randomBytes(60 * MiB);
