@@ -220,7 +220,9 @@ export function parseExposition(text: string): Exposition {
     }
     const rest = line.slice(at).trim().split(/\s+/);
     const value = Number(rest[0] === '+Inf' ? Infinity : rest[0] === '-Inf' ? -Infinity : rest[0]);
-    if (rest[0] === undefined || (Number.isNaN(value) && rest[0] !== 'NaN')) throw new Error(`unreadable value in exposition line: ${line}`);
+    // NaN in any case, as Prometheus reads it (Go's ParseFloat): prom-client writes "Nan", e.g. for the event loop
+    // lag of a scrape that came before any sample.
+    if (rest[0] === undefined || (Number.isNaN(value) && rest[0].toLowerCase() !== 'nan')) throw new Error(`unreadable value in exposition line: ${line}`);
     samples.push({ name, labels, value });
   }
   return { samples, types, help };
